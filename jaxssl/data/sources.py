@@ -1,0 +1,392 @@
+"""Random-access data sources that feed the grain pipelines.
+
+Every source implements grain's `RandomAccessDataSource` protocol (`__len__`
+and `__getitem__`) and returns records
+
+    {'image': uint8[H, W, 3], 'label': np.int32}
+
+where the label is -1 when the data is unlabelled (`source.has_labels` is then
+False). Image sizes may differ between records; the pipeline crops and resizes
+them.
+
+`make_source(data_config, split)` picks a source from `config.data.name`:
+
+* `builtin:digits`, `builtin:textured_digits` -- offline datasets generated
+  in memory (see `jaxssl.data.builtin`);
+* `tfds:<name>` -- a TFDS dataset prepared in ArrayRecord format, e.g.
+  `tfds:cifar10` (`config.data.data_dir`, `image_key`, `label_key` apply);
+* `folder:<path>` -- a folder of images, either with one sub-folder per class
+  or flat (unlabelled). If `<path>` has a sub-folder named after the split
+  (e.g. `<path>/train`, `<path>/test`), that sub-folder is used for the split;
+  otherwise every split reads the whole folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from absl import logging
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+
+SOURCE_FORMS = (
+    'builtin:textured_digits',
+    'builtin:digits',
+    'tfds:<dataset name>',
+    'folder:<path to images>',
+)
+
+
+class DataError(ValueError):
+  """A user-fixable data problem; the message names the cause and the fix."""
+
+
+def _to_rgb_uint8(image: Any, what: str) -> np.ndarray:
+  """Converts an [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] image to RGB uint8."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise DataError(
+        f'{what} has shape {image.shape}, which is not an image; point '
+        'config.data.image_key at an [H, W, C] image feature with 1, 3 or 4 '
+        'channels.'
+    )
+  if image.dtype != np.uint8:
+    if np.issubdtype(image.dtype, np.floating) and image.max(initial=0) <= 1.0:
+      image = image * 255.0
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  elif image.shape[-1] == 4:
+    image = image[..., :3]
+  return image
+
+
+class ArraySource:
+  """A source over in-memory arrays `{'image': [N, H, W, C], 'label': [N]}`.
+
+  `label` is optional (records then get label -1). Images may be uint8 with 1,
+  3 or 4 channels, or [N, H, W] greyscale.
+  """
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    if 'image' not in arrays:
+      raise DataError(
+          'ArraySource needs an "image" array but got keys '
+          f'{sorted(arrays)}; pass {{"image": uint8[N, H, W, 3], '
+          '"label": int[N]}.'
+      )
+    images = np.asarray(arrays['image'])
+    if images.ndim not in (3, 4):
+      raise DataError(
+          f'ArraySource images have shape {images.shape}; pass images as '
+          'uint8[N, H, W, 3] (or [N, H, W] greyscale).'
+      )
+    self._images = images
+    labels = arrays.get('label')
+    if labels is None:
+      self._labels = np.full(len(images), -1, np.int32)
+    else:
+      self._labels = np.asarray(labels).astype(np.int32, copy=False)
+      if self._labels.shape != (len(images),):
+        raise DataError(
+            f'ArraySource has {len(images)} images but labels of shape '
+            f'{self._labels.shape}; pass one integer label per image.'
+        )
+    self.has_labels = bool(len(self._labels)) and bool(
+        (self._labels >= 0).any()
+    )
+    self.num_classes = int(self._labels.max()) + 1 if self.has_labels else None
+
+  @property
+  def arrays(self) -> dict[str, np.ndarray]:
+    """The raw arrays (not converted to RGB)."""
+    return {'image': self._images, 'label': self._labels}
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    return {
+        'image': _to_rgb_uint8(self._images[index], 'ArraySource image'),
+        'label': np.int32(self._labels[index]),
+    }
+
+  def __repr__(self) -> str:
+    return f'ArraySource(num_records={len(self)}, has_labels={self.has_labels})'
+
+
+def _open_tfds(name: str, split: str, data_dir: str | None, download: bool):
+  """Opens `tfds.data_source`, turning its failures into one-line DataErrors."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  # Random access needs ArrayRecord (TFDS builds TFRecord by default).
+  builder_kwargs = {'file_format': 'array_record'}
+  try:
+    return tfds.data_source(
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=download,
+        builder_kwargs=builder_kwargs,
+    )
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DataError(
+        f'There is no TFDS dataset named {name!r}; check the spelling of '
+        'config.data.name (e.g. "tfds:cifar10") against '
+        'https://www.tensorflow.org/datasets/catalog.'
+    ) from e
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    error = e
+  # Work out why it failed to give a useful message.
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception:  # pylint: disable=broad-exception-caught
+    raise error  # pylint: disable=raise-missing-from
+  root = str(builder.data_dir_root)
+  build_cmd = f'tfds build {name} --data_dir={root} --file_format=array_record'
+  if not builder.is_prepared():
+    raise DataError(
+        f'TFDS dataset {name!r} was not found in data_dir {root!r}; run '
+        f'`{build_cmd}` or set config.data.data_dir to where it is prepared.'
+    ) from error
+  if isinstance(error, NotImplementedError):
+    formats = sorted(str(f.value) for f in builder.info.available_file_formats())
+    raise DataError(
+        f'TFDS dataset {name!r} in {root!r} is stored as {", ".join(formats)}, '
+        'which has no random access; rebuild it in ArrayRecord format with '
+        f'`{build_cmd}`.'
+    ) from error
+  base_split = split.split('[')[0].split('+')[0].strip()
+  splits = sorted(builder.info.splits)
+  if splits and base_split not in splits:
+    raise DataError(
+        f'TFDS dataset {name!r} has no split {split!r}; its splits are '
+        f'{", ".join(splits)}, so set config.data.train_split / '
+        'config.data.eval_split accordingly.'
+    ) from error
+  raise error
+
+
+class TfdsSource:
+  """A TFDS dataset read through `tfds.data_source` (ArrayRecord files).
+
+  The dataset must already be prepared in ArrayRecord format in `data_dir`
+  (`tfds build <name> --file_format=array_record`), unless `download=True`.
+  Records are decoded to NumPy by TFDS; greyscale images become RGB. A dataset
+  without `label_key` is treated as unlabelled (labels -1).
+  """
+
+  def __init__(
+      self,
+      name: str,
+      split: str,
+      data_dir: str | None = None,
+      image_key: str = 'image',
+      label_key: str | None = 'label',
+      download: bool = False,
+  ):
+    self.name = name
+    self.split = split
+    self.image_key = image_key
+    self._data = _open_tfds(name, split, data_dir, download)
+    features = self._data.dataset_info.features
+    feature_names = sorted(features.keys())
+    if image_key not in features:
+      raise DataError(
+          f'TFDS dataset {name!r} has no feature {image_key!r} (its features '
+          f'are {", ".join(feature_names)}); set config.data.image_key to the '
+          'image feature.'
+      )
+    self.has_labels = False
+    self.num_classes = None
+    if label_key and label_key in features:
+      feature = features[label_key]
+      dtype = np.dtype(getattr(feature, 'np_dtype', np.int64))
+      if tuple(getattr(feature, 'shape', ())) == () and np.issubdtype(
+          dtype, np.integer
+      ):
+        self.has_labels = True
+        self.num_classes = getattr(feature, 'num_classes', None)
+      else:
+        logging.warning(
+            'TFDS feature %r of %r is not a scalar integer label; treating the '
+            'data as unlabelled.', label_key, name)
+    self.label_key = label_key if self.has_labels else None
+
+  def __len__(self) -> int:
+    return len(self._data)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    example = self._data[int(index)]
+    image = _to_rgb_uint8(
+        example[self.image_key], f'TFDS feature {self.image_key!r}'
+    )
+    label = np.int32(example[self.label_key]) if self.has_labels else -1
+    return {'image': image, 'label': np.int32(label)}
+
+  def __repr__(self) -> str:
+    return (
+        f'TfdsSource({self.name!r}, split={self.split!r}, '
+        f'num_records={len(self)}, has_labels={self.has_labels})'
+    )
+
+
+def _list_images(folder: str, extensions: tuple[str, ...]) -> list[str]:
+  """All image files below `folder` (recursively), in a deterministic order."""
+  found = []
+  for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    dirnames.sort()
+    found.extend(
+        os.path.join(dirpath, f)
+        for f in sorted(filenames)
+        if f.lower().endswith(extensions) and not f.startswith('.')
+    )
+  return found
+
+
+class ImageFolderSource:
+  """Images in a folder, decoded with PIL and converted to RGB.
+
+  If `root` has sub-folders containing images, each sub-folder is a class:
+  labels index the sorted sub-folder names (`class_names`) and images directly
+  in `root` are ignored. Otherwise the images directly in `root` are used
+  unlabelled (label -1).
+  """
+
+  def __init__(
+      self, root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS
+  ):
+    self.root = os.fspath(root)
+    extensions = tuple(e.lower() for e in extensions)
+    if not os.path.isdir(self.root):
+      raise DataError(
+          f'Image folder {self.root!r} does not exist; set config.data.name to '
+          '"folder:<path>" with an existing folder of images.'
+      )
+    subdirs = sorted(
+        e.name
+        for e in os.scandir(self.root)
+        if e.is_dir() and not e.name.startswith('.')
+    )
+    paths, labels, class_names = [], [], []
+    for subdir in subdirs:
+      files = _list_images(os.path.join(self.root, subdir), extensions)
+      if files:
+        labels.extend([len(class_names)] * len(files))
+        class_names.append(subdir)
+        paths.extend(files)
+    top_level = sorted(
+        e.path
+        for e in os.scandir(self.root)
+        if e.is_file()
+        and e.name.lower().endswith(extensions)
+        and not e.name.startswith('.')
+    )
+    if class_names:
+      if top_level:
+        logging.warning(
+            'Ignoring %d images directly in %s because it has class '
+            'sub-folders.', len(top_level), self.root)
+      self.has_labels = True
+    else:
+      paths = top_level
+      labels = [-1] * len(paths)
+      self.has_labels = False
+    if not paths:
+      raise DataError(
+          f'Image folder {self.root!r} contains no images with extensions '
+          f'{", ".join(extensions)}; put images in it (or in one sub-folder per '
+          'class).'
+      )
+    self.class_names = tuple(class_names)
+    self.paths = tuple(paths)
+    self._labels = np.asarray(labels, np.int32)
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    path = self.paths[index]
+    try:
+      with Image.open(path) as image:
+        array = np.asarray(image.convert('RGB'))
+    except (OSError, ValueError) as e:
+      raise DataError(
+          f'Could not decode image {path!r} ({e}); delete or replace the file.'
+      ) from e
+    return {'image': array, 'label': np.int32(self._labels[index])}
+
+  def __repr__(self) -> str:
+    return (
+        f'ImageFolderSource({self.root!r}, num_records={len(self)}, '
+        f'classes={len(self.class_names)})'
+    )
+
+
+def _get(config: Any, key: str, default: Any = None) -> Any:
+  """`config.get(key, default)` for ConfigDicts, dicts and plain objects."""
+  if hasattr(config, 'get'):
+    try:
+      return config.get(key, default)
+    except (KeyError, AttributeError):
+      return default
+  return getattr(config, key, default)
+
+
+def make_source(data_config: Any, split: str):
+  """Returns the source for `data_config.name` and `split`.
+
+  Args:
+    data_config: `config.data`, an ml_collections ConfigDict (or dict) with
+      `name` and optionally `data_dir`, `image_key`, `label_key`,
+      `image_size` (built-in data are rendered at this size), `seed` (random
+      rendering of built-in data, default 0) and `download` (let TFDS
+      download and prepare a missing dataset, default False).
+    split: the split to read, e.g. `config.data.train_split`.
+  """
+  name = _get(data_config, 'name')
+  if not isinstance(name, str) or ':' not in name:
+    raise DataError(
+        f'config.data.name {name!r} is not a valid data source; use one of '
+        f'{", ".join(SOURCE_FORMS)}.'
+    )
+  kind, _, rest = name.partition(':')
+  kind = kind.strip().lower()
+  rest = rest.strip()
+  if kind == 'builtin':
+    from jaxssl.data import builtin  # pylint: disable=g-import-not-at-top
+
+    arrays = builtin.load_builtin(
+        rest,
+        split,
+        image_size=_get(data_config, 'image_size', 32) or 32,
+        seed=_get(data_config, 'seed', 0) or 0,
+    )
+    return ArraySource(arrays)
+  if kind == 'tfds':
+    return TfdsSource(
+        rest,
+        split,
+        data_dir=_get(data_config, 'data_dir'),
+        image_key=_get(data_config, 'image_key', 'image') or 'image',
+        label_key=_get(data_config, 'label_key', 'label'),
+        download=bool(_get(data_config, 'download', False)),
+    )
+  if kind == 'folder':
+    root = os.path.expanduser(rest)
+    split_dir = os.path.join(root, split) if split else root
+    if split and os.path.isdir(split_dir):
+      root = split_dir
+    return ImageFolderSource(root)
+  raise DataError(
+      f'config.data.name {name!r} has an unknown prefix {kind!r}; use one of '
+      f'{", ".join(SOURCE_FORMS)}.'
+  )

@@ -1,0 +1,194 @@
+"""Host-side random views of one record (NumPy + PIL, run in the data loader).
+
+Geometric augmentations (random resized crop and horizontal flip) change image
+shapes, so they run on the host, per record; photometric augmentations run
+batched on device (`jaxssl.data.augment`).
+
+All randomness comes from the `np.random.Generator` that grain hands to a
+`RandomMap` transform. grain derives that generator from the pipeline seed and
+the index of the record in the (shuffled, repeated) stream, so the views of a
+record are reproducible, also after restoring a checkpointed iterator, and do
+not depend on the number of threads or worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = Image.Resampling.BILINEAR
+
+
+def _resize_box(
+    image: np.ndarray, size: int, box: tuple[float, float, float, float]
+) -> np.ndarray:
+  """Resizes the (left, top, right, bottom) box of `image` to size x size."""
+  image = np.asarray(image, np.uint8)
+  pil = Image.fromarray(image)
+  return np.asarray(pil.resize((size, size), _RESAMPLE, box=box))
+
+
+def crop_box(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+  """Samples an Inception-style crop; returns (top, left, crop_h, crop_w).
+
+  Tries 10 times to sample a crop with area fraction in `scale` and aspect
+  ratio (width / height) log-uniform in `ratio` that fits in the image; falls
+  back to the largest centre crop with an aspect ratio within `ratio`.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    crop_w = int(round(math.sqrt(target_area * aspect)))
+    crop_h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < crop_w <= width and 0 < crop_h <= height:
+      top = int(rng.integers(0, height - crop_h + 1))
+      left = int(rng.integers(0, width - crop_w + 1))
+      return top, left, crop_h, crop_w
+  # Fallback: centre crop, clamping the aspect ratio into `ratio`.
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    crop_w = width
+    crop_h = int(round(crop_w / min(ratio)))
+  elif in_ratio > max(ratio):
+    crop_h = height
+    crop_w = int(round(crop_h * max(ratio)))
+  else:
+    crop_w, crop_h = width, height
+  return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def random_resized_crop(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+  """Random crop (area fraction in `scale`, aspect in `ratio`) resized to size.
+
+  Args:
+    image: uint8[H, W, 3].
+    rng: the generator to draw the crop from.
+    size: output height and width.
+    scale: range of the crop area as a fraction of the image area.
+    ratio: range of the crop aspect ratio (width / height), sampled
+      log-uniformly.
+
+  Returns:
+    uint8[size, size, 3], resized with PIL's (antialiased) bilinear filter.
+  """
+  height, width = image.shape[:2]
+  top, left, crop_h, crop_w = crop_box(height, width, rng, scale, ratio)
+  return _resize_box(image, size, (left, top, left + crop_w, top + crop_h))
+
+
+def center_resize(image: np.ndarray, size: int) -> np.ndarray:
+  """Resizes the shorter side to `size` and centre-crops to size x size.
+
+  Images that already are size x size are returned unchanged.
+  """
+  height, width = image.shape[:2]
+  if height == size and width == size:
+    return np.asarray(image, np.uint8)
+  side = min(height, width)
+  top, left = (height - side) / 2, (width - side) / 2
+  return _resize_box(image, size, (left, top, left + side, top + side))
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+  """How to make one random view.
+
+  Attributes:
+    size: output height and width.
+    scale: crop area range as a fraction of the image area.
+    ratio: crop aspect-ratio range (width / height).
+    flip_prob: probability of a horizontal flip.
+  """
+
+  size: int
+  scale: tuple[float, float] = (0.08, 1.0)
+  ratio: tuple[float, float] = (3 / 4, 4 / 3)
+  flip_prob: float = 0.5
+
+  @classmethod
+  def create(cls, spec: Any) -> ViewSpec:
+    """Builds a ViewSpec from a ViewSpec, a mapping / ConfigDict or an int size."""
+    if isinstance(spec, cls):
+      return spec
+    if isinstance(spec, int):
+      return cls(size=spec)
+    if hasattr(spec, 'to_dict'):  # ml_collections.ConfigDict
+      spec = spec.to_dict()
+    if not isinstance(spec, Mapping):
+      raise TypeError(
+          f'A view spec must be a ViewSpec, a mapping or an int; got {spec!r}.'
+      )
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+      raise ValueError(
+          f'Unknown view spec keys {unknown}; valid keys are {sorted(fields)}.'
+      )
+    kwargs = dict(spec)
+    for key in ('scale', 'ratio'):
+      if key in kwargs:
+        kwargs[key] = tuple(float(v) for v in kwargs[key])
+    return cls(**kwargs)
+
+
+class MultiViewTransform(grain.transforms.RandomMap):
+  """Makes `len(view_specs)` random views of each record.
+
+  Input record: `{'image': uint8[H, W, 3], 'label': int32}`.
+  Output record: `{'view0': uint8[S0, S0, 3], 'view1': ..., 'label': int32}`,
+  each view a random resized crop followed by a random horizontal flip.
+  """
+
+  def __init__(self, view_specs: Sequence[Any]):
+    self.view_specs = tuple(ViewSpec.create(s) for s in view_specs)
+    if not self.view_specs:
+      raise ValueError('MultiViewTransform needs at least one view spec.')
+
+  def random_map(
+      self, element: Mapping[str, Any], rng: np.random.Generator
+  ) -> dict[str, Any]:
+    image = element['image']
+    out = {}
+    for i, spec in enumerate(self.view_specs):
+      view = random_resized_crop(image, rng, spec.size, spec.scale, spec.ratio)
+      if rng.random() < spec.flip_prob:
+        view = view[:, ::-1]
+      out[f'view{i}'] = np.ascontiguousarray(view)
+    out['label'] = np.int32(element['label'])
+    return out
+
+  def __repr__(self) -> str:
+    return f'MultiViewTransform({list(self.view_specs)})'
+
+
+class TwoViewTransform(MultiViewTransform):
+  """Two views with the same spec (SimCLR / BYOL style)."""
+
+  def __init__(
+      self,
+      size: int,
+      scale: tuple[float, float] = (0.08, 1.0),
+      flip_prob: float = 0.5,
+  ):
+    spec = ViewSpec(size=size, scale=tuple(scale), flip_prob=flip_prob)
+    super().__init__((spec, spec))

@@ -1,0 +1,68 @@
+"""Command line: python -m jaxssl.main --config=configs/byol.py[:preset] --workdir=DIR [--config.key=value]."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow is only here for clu's writers
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/byol.py or configs/byol.py:quick.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and eval results; re-use it to resume.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "If > 0, simulate this many CPU devices (to try sharding on a laptop).")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; pass settings as --config.key=value.")
+  if _WORKDIR.value is None:
+    _fail("--workdir is required; pass a directory for checkpoints and results, e.g. --workdir=runs/byol.")
+  import jax
+
+  if _CPU_DEVICES.value:
+    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+  jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "jaxssl", "jax"))
+  from jaxssl import parallel, train
+  from jaxssl.data.sources import DataError
+  from jaxssl.errors import UserError
+
+  parallel.maybe_initialize_distributed()
+  logging.set_verbosity(logging.WARNING)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (UserError, DataError) as e:
+    _fail(str(e))
+
+
+def run() -> None:
+  """Entry point that turns config-flag mistakes into one sentence instead of a traceback."""
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except SystemExit:
+    raise
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(_explain_flag_error(e))
+  except (KeyError, AttributeError, ValueError, TypeError) as e:
+    _fail(_explain_flag_error(e))
+
+
+def _explain_flag_error(error: Exception) -> str:
+  text = str(error).strip().strip('"').splitlines()[0] if str(error).strip() else type(error).__name__
+  return f"{text} (check the --config path and --config.key names against the config file; see README.md)."
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,45 @@
+"""The contract every method implements, and the train state they share.
+
+A method is a set of pure functions of explicit state. `train.py` owns the only train step:
+it differentiates `loss` with respect to `params`, applies the optimizer, then calls
+`after_update` for everything that is not a gradient step (EMA targets, queues, centres).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+from flax import struct
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a run needs to continue; a plain pytree, nothing hidden.
+
+  Attributes:
+    step: number of optimizer steps taken.
+    params: trainable parameters (nested dicts), the only thing differentiated.
+    opt_state: the optimizer's state.
+    extra: non-gradient state: batch statistics, target networks, queues, centres, ...
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  extra: Any
+
+
+class Method(Protocol):
+  """What `train.py` needs from a self-supervised method."""
+
+  def init(self, rng: jax.Array) -> tuple[Any, Any]:
+    """Returns (params, extra) for a fresh run."""
+
+  def loss(self, params: Any, extra: Any, batch: dict, rng: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
+    """Returns (scalar loss, aux); aux['metrics'] is a dict of scalars to log."""
+
+  def after_update(self, state: TrainState, aux: dict) -> Any:
+    """Returns the new `extra` given the state after the optimizer step."""
+
+  def embed(self, params: Any, extra: Any, images: jax.Array, *, train: bool = False) -> jax.Array:
+    """Backbone features [B, D] of float images in [0, 1] for evaluation."""

@@ -1,0 +1,141 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al. 2020).
+
+An online network (encoder f, projector g, predictor q) regresses the projection that an
+exponential-moving-average target network (f', g') gives for another view of the image:
+
+  L = ||norm(q(g(f(v)))) - sg(norm(g'(f'(v'))))||^2, symmetrised over the two views,
+  target <- tau * target + (1 - tau) * online after each optimizer step,
+  tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2.
+
+Nothing in the loss prevents collapse; the predictor plus the slow target is what does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxssl import losses, models, schedules
+from jaxssl.data import augment
+from jaxssl.methods.base import TrainState
+from jaxssl.models import functional
+from jaxssl.models.heads import MLPHead
+
+_TARGET_PARTS = ("backbone", "projector")
+
+
+def view_images(rng: jax.Array, views: tuple[jax.Array, ...], specs: tuple[augment.AugmentSpec, ...]) -> list[jax.Array]:
+  """Applies each view's on-device augmentation and normalisation (independent keys per view)."""
+  keys = jax.random.split(rng, len(views))
+  return [augment.normalize(augment.augment_images(k, v, s)) for k, v, s in zip(keys, views, specs)]
+
+
+def embedding_std(embeddings: jax.Array) -> jax.Array:
+  """Mean over dimensions of the per-dimension std of L2-normalised embeddings.
+
+  About 1/sqrt(D) for healthy embeddings spread over the sphere, 0 for collapse (Chen & He 2021).
+  """
+  return jnp.mean(jnp.std(losses.l2_normalize(embeddings), axis=0))
+
+
+def linear_probe_loss(probe, params, features, labels):
+  """Cross-entropy and accuracy of the online probe on stop-gradient features."""
+  logits, _ = probe(params, {}, jax.lax.stop_gradient(features), train=True)
+  valid = labels >= 0
+  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(jnp.sum(valid), 1)
+  return losses.softmax_cross_entropy(logits, labels, valid), accuracy
+
+
+class BYOL:
+  """BYOL as pure functions; see the module docstring for the equations."""
+
+  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
+    self.config = config
+    self.num_classes = num_classes
+    self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
+    parts, self._init_params, self._init_stats = self._build(jax.random.key(0))
+    self.backbone, self.projector, self.predictor, self.probe = parts
+
+  def _build(self, rng: jax.Array):
+    """Creates the networks; returns pure modules and their initial params/stats."""
+    cfg = self.config.model
+    rngs = nnx.Rngs(rng)
+    backbone = models.make_backbone(cfg, rngs)
+    dtype = models.compute_dtype(cfg.dtype)
+    projector = MLPHead(backbone.num_features, cfg.projector_hidden_dim, cfg.projection_dim, dtype=dtype, rngs=rngs)
+    predictor = MLPHead(cfg.projection_dim, cfg.predictor_hidden_dim, cfg.projection_dim, dtype=dtype, rngs=rngs)
+    probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
+    pure, params, stats = zip(*(functional.split_module(m) for m in (backbone, projector, predictor, probe)))
+    names = ("backbone", "projector", "predictor", "probe")
+    return pure, dict(zip(names, params)), dict(zip(names, stats))
+
+  def init(self, rng: jax.Array) -> tuple[dict, dict]:
+    _, params, stats = self._build(rng)
+    del stats["probe"]  # a Linear layer has no batch statistics
+    if not self.num_classes:
+      del params["probe"]
+    # The target starts as an exact copy of the online encoder and projector.
+    copy = lambda tree: jax.tree.map(jnp.array, tree)
+    extra = {
+        "batch_stats": stats,
+        "target_params": {k: copy(params[k]) for k in _TARGET_PARTS},
+        "target_batch_stats": {k: copy(stats[k]) for k in _TARGET_PARTS},
+    }
+    return params, extra
+
+  def _embed_and_project(self, params, stats, images, train):
+    features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], images, train=train)
+    projection, projector_stats = self.projector(params["projector"], stats["projector"], features, train=train)
+    return features, projection, {"backbone": backbone_stats, "projector": projector_stats}
+
+  def _online(self, params, stats, images):
+    features, projection, new_stats = self._embed_and_project(params, stats, images, train=True)
+    prediction, new_stats["predictor"] = self.predictor(params["predictor"], stats["predictor"], projection, train=True)
+    return features, projection, prediction, new_stats
+
+  def loss(self, params, extra, batch, rng, step):
+    del step
+    views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
+    stats, target_stats = extra["batch_stats"], extra["target_batch_stats"]
+    predictions, projections = [], []
+    for images in views:
+      # Each view gets its own forward pass (and so its own BN batch statistics), as in the paper.
+      features, projection, prediction, stats = self._online(params, stats, images)
+      _, target_projection, target_stats = self._embed_and_project(extra["target_params"], target_stats, images, train=True)
+      predictions.append(prediction)
+      projections.append(target_projection)
+      if len(predictions) == 1:
+        first_features, first_projection = features, projection
+    loss = losses.byol_loss(tuple(predictions), tuple(projections))
+    metrics = {"byol_loss": loss, "embedding_std": embedding_std(first_projection)}
+    total = loss
+    if self.num_classes:
+      probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], first_features, batch["label"])
+      total = total + probe_loss
+      metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
+    aux = {"batch_stats": stats, "target_batch_stats": target_stats, "metrics": metrics}
+    return total, aux
+
+  def target_decay(self, step: jax.Array) -> jax.Array:
+    return schedules.cosine_increase(
+        step, base_value=self.config.byol.base_target_decay, total_steps=self.config.total_steps
+    )
+
+  def after_update(self, state: TrainState, aux: dict) -> dict:
+    # EMA of the parameters the optimizer has just updated (the paper applies it after the step).
+    tau = self.target_decay(state.step)
+    online = {k: state.params[k] for k in _TARGET_PARTS}
+    target = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o, state.extra["target_params"], online)
+    return {
+        "batch_stats": aux["batch_stats"],
+        "target_params": target,
+        "target_batch_stats": aux["target_batch_stats"],
+    }
+
+  def embed(self, params, extra, images, *, train: bool = False):
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], images, train=train)
+    return features

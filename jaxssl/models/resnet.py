@@ -1,0 +1,142 @@
+"""ResNet-18/34/50 encoders in flax NNX, with an ImageNet stem and a small-image stem.
+
+The encoder maps images [B, H, W, 3] to globally average-pooled features [B, D]; heads live in
+`heads.py`. BatchNorm normalises over the whole (global) batch under sharded `jax.jit`, which
+is what SimCLR/BYOL call "global BN".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# (block type, blocks per stage) for each depth, as in He et al. 2016, table 1.
+_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+}
+STEMS = ("imagenet", "small")
+
+
+def _batch_norm(features: int, dtype: Any, rngs: nnx.Rngs, zero_scale: bool = False) -> nnx.BatchNorm:
+  # momentum 0.9 == PyTorch's 0.1; epsilon as in torchvision.
+  return nnx.BatchNorm(
+      features,
+      momentum=0.9,
+      epsilon=1e-5,
+      dtype=dtype,
+      scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
+      rngs=rngs,
+  )
+
+
+def _conv(in_features: int, out_features: int, kernel: int, stride: int, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
+  return nnx.Conv(
+      in_features,
+      out_features,
+      kernel_size=(kernel, kernel),
+      strides=(stride, stride),
+      padding=[(kernel // 2, kernel // 2)] * 2,
+      use_bias=False,
+      dtype=dtype,
+      kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"),
+      rngs=rngs,
+  )
+
+
+def _shortcut(in_features: int, out_features: int, stride: int, dtype: Any, rngs: nnx.Rngs):
+  """A 1x1 projection where the residual changes shape, else None (identity)."""
+  if stride == 1 and in_features == out_features:
+    return None
+  return nnx.Sequential(_conv(in_features, out_features, 1, stride, dtype, rngs), _batch_norm(out_features, dtype, rngs))
+
+
+class BasicBlock(nnx.Module):
+  """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+
+  expansion = 1
+
+  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs):
+    out = width * self.expansion
+    self.conv1 = _conv(in_features, width, 3, stride, dtype, rngs)
+    self.bn1 = _batch_norm(width, dtype, rngs)
+    self.conv2 = _conv(width, out, 3, 1, dtype, rngs)
+    self.bn2 = _batch_norm(out, dtype, rngs)
+    self.shortcut = _shortcut(in_features, out, stride, dtype, rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nnx.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    residual = x if self.shortcut is None else self.shortcut(x)
+    return nnx.relu(y + residual)
+
+
+class BottleneckBlock(nnx.Module):
+  """1x1 reduce, 3x3 (strided, as in torchvision's v1.5), 1x1 expand by 4."""
+
+  expansion = 4
+
+  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs):
+    out = width * self.expansion
+    self.conv1 = _conv(in_features, width, 1, 1, dtype, rngs)
+    self.bn1 = _batch_norm(width, dtype, rngs)
+    self.conv2 = _conv(width, width, 3, stride, dtype, rngs)
+    self.bn2 = _batch_norm(width, dtype, rngs)
+    self.conv3 = _conv(width, out, 1, 1, dtype, rngs)
+    self.bn3 = _batch_norm(out, dtype, rngs)
+    self.shortcut = _shortcut(in_features, out, stride, dtype, rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nnx.relu(self.bn1(self.conv1(x)))
+    y = nnx.relu(self.bn2(self.conv2(y)))
+    y = self.bn3(self.conv3(y))
+    residual = x if self.shortcut is None else self.shortcut(x)
+    return nnx.relu(y + residual)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig:
+  depth: int = 50
+  width_multiplier: float = 1.0
+  stem: str = "imagenet"  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': one 3x3/1 conv (CIFAR-style).
+  dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
+
+
+class ResNet(nnx.Module):
+  """A ResNet encoder returning pooled features of size `num_features`."""
+
+  def __init__(self, config: ResNetConfig, *, rngs: nnx.Rngs):
+    if config.depth not in _DEPTHS:
+      raise ValueError(f"ResNet depth {config.depth} is not supported; choose one of {sorted(_DEPTHS)}.")
+    if config.stem not in STEMS:
+      raise ValueError(f"ResNet stem '{config.stem}' is not supported; choose one of {STEMS}.")
+    block_kind, stage_sizes = _DEPTHS[config.depth]
+    block_cls = BasicBlock if block_kind == "basic" else BottleneckBlock
+    base = max(1, int(round(64 * config.width_multiplier)))
+    self.stem_kind = config.stem
+    stem_kernel, stem_stride = (7, 2) if config.stem == "imagenet" else (3, 1)
+    self.stem_conv = _conv(3, base, stem_kernel, stem_stride, config.dtype, rngs)
+    self.stem_bn = _batch_norm(base, config.dtype, rngs)
+    blocks = []
+    in_features = base
+    for stage, num_blocks in enumerate(stage_sizes):
+      width = base * 2**stage
+      for index in range(num_blocks):
+        stride = 2 if stage > 0 and index == 0 else 1
+        blocks.append(block_cls(in_features, width, stride, config.dtype, rngs))
+        in_features = width * block_cls.expansion
+    self.blocks = nnx.List(blocks)
+    self.num_features = in_features
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = nnx.relu(self.stem_bn(self.stem_conv(images)))
+    if self.stem_kind == "imagenet":
+      x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for block in self.blocks:
+      x = block(x)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

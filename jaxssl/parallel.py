@@ -1,0 +1,60 @@
+"""Devices: the mesh, shardings, and process-local to global batches.
+
+One data-parallel mesh axis spans every device of every process. The train state is
+replicated and the batch is split along its leading axis, so `jax.jit` partitions the step
+and every reduction over the batch (losses, BatchNorm statistics) is global.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxssl.errors import UserError
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-host job when the environment describes one (TPU pods, SLURM, ...).
+
+  `jax.distributed.initialize()` discovers the coordinator on TPU pods and SLURM; elsewhere it
+  is only called when JAX_COORDINATOR_ADDRESS is set, so a laptop run needs no set-up.
+  """
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAXSSL_MULTIHOST") == "1":
+    jax.distributed.initialize()
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over `devices` (default: all devices of all processes), axis name 'data'."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the data axis; the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int) -> int:
+  """Returns the per-process batch size, or explains which batch sizes are valid."""
+  devices, processes = jax.device_count(), jax.process_count()
+  if global_batch_size % devices:
+    raise UserError(
+        f"config.batch_size={global_batch_size} does not split evenly over {devices} devices; "
+        f"set it to a multiple of {devices}."
+    )
+  return global_batch_size // processes
+
+
+def to_global(batch: Any, sharding: NamedSharding) -> Any:
+  """Assembles each process's slice of the batch into global arrays sharded by `sharding`."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)

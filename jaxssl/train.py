@@ -1,0 +1,477 @@
+"""The one pretraining loop: mesh, data, init or restore, the jitted step, periodic actions, eval.
+
+`train_step(state, batch, rng) -> (state, metrics)` is the only place gradients are taken; every
+method plugs in through `jaxssl.methods.base.Method`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jaxssl import checkpoint, methods, optim, parallel
+from jaxssl.data import augment, pipeline, sources
+from jaxssl.errors import UserError
+from jaxssl.evaluation import knn, linear, monitors, plots
+from jaxssl.methods.base import TrainState
+
+
+# ----------------------------------------------------------------------------------------------
+# The train step.
+# ----------------------------------------------------------------------------------------------
+
+
+def create_train_state(method, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  params, extra = method.init(rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), extra=extra)
+
+
+def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Callable) -> Callable:
+  """Returns the pure `train_step(state, batch, rng) -> (state, metrics)`.
+
+  `rng` is the run's base key; each step folds in its own step number, so a resumed run draws
+  exactly the augmentations the uninterrupted one would have.
+  """
+
+  def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+    (loss, aux), grads = grad_fn(state.params, state.extra, batch, step_rng, state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    state = state.replace(extra=method.after_update(state, aux))
+    metrics = {
+        "loss": loss,
+        "learning_rate": learning_rate(state.step - 1),
+        "grad_norm": optax.global_norm(grads),
+        **aux["metrics"],
+    }
+    return state, metrics
+
+  return train_step
+
+
+def jit_train_step(train_step: Callable, mesh: jax.sharding.Mesh) -> Callable:
+  """Jits the step once: state replicated and donated, batch split over the data axis."""
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      train_step,
+      in_shardings=(replicated, parallel.batch_sharded(mesh), replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation: features of in-memory arrays, kNN and linear probes.
+# ----------------------------------------------------------------------------------------------
+
+
+class FeatureExtractor:
+  """Backbone features of uint8 image arrays, computed in fixed-size sharded chunks."""
+
+  def __init__(self, method, mesh: jax.sharding.Mesh, chunk_size: int):
+    devices = mesh.devices.size
+    self.chunk_size = max(devices, chunk_size // devices * devices)
+    self._mesh = mesh
+    sharded = parallel.batch_sharded(mesh)
+    replicated = parallel.replicated(mesh)
+
+    def embed(params, extra, images, train):
+      return method.embed(params, extra, augment.normalize(images), train=train)
+
+    self._embed = jax.jit(
+        embed,
+        static_argnums=3,
+        in_shardings=(replicated, replicated, sharded),
+        out_shardings=sharded,
+    )
+
+  def __call__(self, params, extra, images: np.ndarray, *, batch_norm_statistics: bool = False) -> np.ndarray:
+    """Features [N, D]. With `batch_norm_statistics`, BN normalises each chunk by its own
+    statistics (used for the random-init baseline, whose running averages are meaningless)."""
+    outputs = []
+    for start in range(0, len(images), self.chunk_size):
+      chunk = images[start : start + self.chunk_size]
+      valid = len(chunk)
+      if valid < self.chunk_size:  # pad so the function compiles once
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.chunk_size - valid, axis=0)])
+      features = self._embed(params, extra, chunk, batch_norm_statistics)
+      outputs.append(np.asarray(jax.device_get(features))[:valid])
+    return np.concatenate(outputs)
+
+
+def pixel_features(images: np.ndarray, mean: np.ndarray) -> np.ndarray:
+  """Raw pixels in [0, 1], centred by the training mean so cosine similarity is meaningful."""
+  return images.reshape(len(images), -1).astype(np.float32) / 255.0 - mean
+
+
+class Evaluator:
+  """kNN / linear-probe evaluation of the backbone on held-out labelled data."""
+
+  def __init__(self, config: ml_collections.ConfigDict, method, mesh, train_arrays: dict, test_arrays: dict):
+    self.config = config.eval
+    self.train = train_arrays
+    self.test = test_arrays
+    self.num_classes = int(max(train_arrays["label"].max(), test_arrays["label"].max()) + 1)
+    self.extract = FeatureExtractor(method, mesh, config.eval.batch_size)
+
+  def _knn(self, train_features, test_features, train_labels=None) -> float:
+    return knn.knn_top1(
+        train_features,
+        self.train["label"] if train_labels is None else train_labels,
+        test_features,
+        self.test["label"],
+        k=self.config.knn_k,
+        temperature=self.config.knn_temperature,
+        num_classes=self.num_classes,
+    )
+
+  def features(self, params, extra, *, batch_norm_statistics: bool = False):
+    kwargs = dict(batch_norm_statistics=batch_norm_statistics)
+    return (
+        self.extract(params, extra, self.train["image"], **kwargs),
+        self.extract(params, extra, self.test["image"], **kwargs),
+    )
+
+  def knn_top1(self, params, extra, max_train_examples: int | None = None, **kwargs) -> float:
+    """kNN top-1 (%); `max_train_examples` evaluates against an evenly spaced subset (faster)."""
+    train_images, train_labels = self.train["image"], self.train["label"]
+    if max_train_examples and max_train_examples < len(train_images):
+      index = np.linspace(0, len(train_images) - 1, max_train_examples).round().astype(int)
+      train_images, train_labels = train_images[index], train_labels[index]
+    train_features = self.extract(params, extra, train_images, **kwargs)
+    test_features = self.extract(params, extra, self.test["image"], **kwargs)
+    return self._knn(train_features, test_features, train_labels)
+
+  def full(self, params, extra, random_params, random_extra) -> dict[str, float]:
+    """Every number of eval/summary.json: trained, random-init and raw-pixel baselines."""
+    results = {}
+    train_features, test_features = self.features(params, extra)
+    results["knn_top1"] = self._knn(train_features, test_features)
+    results["linear_top1"] = linear.linear_probe_top1(train_features, self.train["label"], test_features, self.test["label"])
+    random_train, random_test = self.features(random_params, random_extra, batch_norm_statistics=True)
+    results["knn_top1_random_init"] = self._knn(random_train, random_test)
+    results["linear_top1_random_init"] = linear.linear_probe_top1(random_train, self.train["label"], random_test, self.test["label"])
+    mean = self.train["image"].reshape(len(self.train["image"]), -1).mean(0) / 255.0
+    results["knn_top1_pixels"] = self._knn(pixel_features(self.train["image"], mean), pixel_features(self.test["image"], mean))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging.
+# ----------------------------------------------------------------------------------------------
+
+
+class MetricLog:
+  """Writes one JSON line per step to metrics.jsonl, and interval means to clu writers."""
+
+  def __init__(self, workdir: str, resume_step: int):
+    from clu import metric_writers  # imports TensorFlow; kept out of module import time
+
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.records = self._read_until(resume_step)
+    self._is_writer = jax.process_index() == 0
+    if self._is_writer:
+      # Lines past the checkpoint we resume from are re-done by this run; drop them.
+      with open(self.path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in self.records)
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self._is_writer, asynchronous=False)
+
+  def _read_until(self, step: int) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r.get("step", 0) <= step]
+
+  def write_steps(self, first_step: int, per_step: list[dict]) -> dict:
+    """Logs the metrics of consecutive steps; returns their mean."""
+    lines = [{"step": first_step + i, **{k: float(v) for k, v in m.items()}} for i, m in enumerate(per_step)]
+    self.records.extend(lines)
+    if self._is_writer:
+      with open(self.path, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in lines)
+    mean = {k: float(np.mean([line[k] for line in lines])) for k in lines[0] if k != "step"}
+    self.writer.write_scalars(lines[-1]["step"], mean)
+    return mean
+
+  def close(self):
+    self.writer.flush()
+    self.writer.close()
+
+
+class Progress:
+  """Steps/s and ETA for the progress line."""
+
+  def __init__(self, first_step: int, total_steps: int):
+    self.total = total_steps
+    self.last_step, self.last_time = first_step, time.time()
+    self.start_step, self.start_time = first_step, self.last_time
+
+  def line(self, step: int, batch_size: int, mean: dict) -> str:
+    now = time.time()
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    overall = (step - self.start_step) / max(now - self.start_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    eta = (self.total - step) / max(overall, 1e-9)
+    shown = " ".join(f"{k}={v:.4g}" for k, v in mean.items() if k in ("loss", "probe_top1", "embedding_std", "learning_rate"))
+    return (
+        f"step {step}/{self.total} ({100 * step / self.total:.0f}%) {shown} | {rate:.2f} steps/s "
+        f"{rate * batch_size:.0f} img/s | ETA {_duration(eta)}"
+    )
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# ----------------------------------------------------------------------------------------------
+# The run.
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"The workdir '{workdir}' is not writable ({e.strerror}); pass a --workdir you can write to.") from None
+  return workdir
+
+
+def _num_classes(config: ml_collections.ConfigDict, source) -> int:
+  """Classes for the online probe: config.data.num_classes, else what the source knows (0: none)."""
+  if config.data.num_classes:
+    return int(config.data.num_classes)
+  if not getattr(source, "has_labels", False):
+    return 0
+  if getattr(source, "num_classes", None):
+    return int(source.num_classes)
+  if getattr(source, "class_names", None):
+    return len(source.class_names)
+  if hasattr(source, "arrays"):
+    return int(source.arrays["label"].max()) + 1
+  return 0
+
+
+class _StopRequested:
+  """Turns SIGTERM / Ctrl-C into a checkpoint-and-exit at the end of the current step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. inside a notebook worker)
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:  # a second signal means "now"
+      raise KeyboardInterrupt
+    logging.warning("Signal %d received: saving a checkpoint after this step, then stopping.", signum)
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None) -> dict:
+  """Pretrains `config.method`, evaluates the backbone and writes everything under `workdir`.
+
+  Re-running with the same workdir resumes from the newest checkpoint, data iterator included.
+  `stop_after_steps` ends the run early (after checkpointing) as if it had been preempted.
+  Returns the summary written to WORKDIR/eval/summary.json (empty when the run stopped early).
+  """
+  start_time = time.time()
+  workdir = prepare_workdir(workdir)
+  mesh = parallel.make_mesh()
+  per_process_batch = parallel.check_batch_size(config.batch_size)
+  is_chief = jax.process_index() == 0
+
+  train_source = sources.make_source(config.data, config.data.train_split)
+  method = methods.make_method(config, _num_classes(config, train_source))
+  tx = optim.make_optimizer(config)
+  learning_rate = optim.learning_rate_schedule(config)
+  base_rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(base_rng)
+  replicated = parallel.replicated(mesh)
+
+  create = jax.jit(lambda rng: create_train_state(method, tx, rng), out_shardings=replicated)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
+  data = pipeline.make_train_iterator(
+      train_source,
+      seed=config.seed,
+      per_process_batch_size=per_process_batch,
+      view_specs=[dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views],
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      worker_count=config.data.worker_count,
+  )
+  latest = ckpt.latest_step()
+  if latest is None:
+    state = create(init_rng)
+  else:
+    abstract = checkpoint.abstract_like(jax.eval_shape(create, init_rng), replicated)
+    state, data_state = ckpt.restore(abstract, latest)
+    data.set_state(data_state)
+    logging.info("Resumed from the checkpoint at step %d in %s.", latest, ckpt)
+    print(f"Resuming from step {latest} (checkpoint in {workdir}/checkpoints).", flush=True)
+  first_step = int(state.step)
+
+  train_step = jit_train_step(make_train_step(method, tx, learning_rate), mesh)
+  batch_sharding = parallel.batch_sharded(mesh)
+  log = MetricLog(workdir, first_step)
+  evaluator = _make_evaluator(config, method, mesh, train_source)
+  knn_history = [r for r in _read_json(os.path.join(workdir, "eval", "knn_history.json"), []) if r["step"] <= first_step]
+  projection_dim = int(config.model.get("projection_dim", 0) or 0)
+
+  progress = Progress(first_step, config.total_steps)
+  pending: list[dict] = []
+  view_grid = None
+  step = first_step
+  last_good_checkpoint = latest
+
+  def flush_metrics(step: int) -> dict | None:
+    """Fetches pending per-step metrics, logs them, and stops the run on a non-finite loss."""
+    nonlocal pending
+    if not pending:
+      return None
+    per_step = jax.device_get(pending)
+    mean = log.write_steps(step - len(per_step) + 1, per_step)
+    pending = []
+    if not all(math.isfinite(float(m["loss"])) for m in per_step):
+      kept = f"the checkpoint at step {last_good_checkpoint} is kept" if last_good_checkpoint else "no checkpoint was written"
+      raise UserError(
+          f"The loss became NaN or infinite by step {step} ({kept}); lower "
+          f"config.optimizer.base_learning_rate (now {config.optimizer.base_learning_rate}) or use "
+          f"config.model.dtype='float32', then re-run."
+      )
+    if projection_dim and "embedding_std" in mean:
+      warning = monitors.collapse_warning(mean["embedding_std"], projection_dim, step)
+      if warning:
+        logging.warning(warning)
+        print(f"WARNING: {warning}", flush=True)
+    return mean
+
+  def save(step: int) -> None:
+    nonlocal last_good_checkpoint
+    flush_metrics(step)  # never checkpoint a NaN state
+    ckpt.save(step, state, data.get_state())
+    last_good_checkpoint = step
+
+  with _StopRequested() as stop:
+    while step < config.total_steps:
+      local_batch = next(data)
+      if view_grid is None and is_chief:
+        view_grid = _view_grid(method, local_batch, base_rng)
+      batch = parallel.to_global({k: local_batch[k] for k in ("view0", "view1", "label") if k in local_batch}, batch_sharding)
+      state, metrics = train_step(state, batch, step_rng)
+      step += 1
+      pending.append(metrics)
+      if step % config.log_every == 0 or step == config.total_steps:
+        mean = flush_metrics(step)
+        if is_chief:
+          print(progress.line(step, config.batch_size, mean), flush=True)
+      if evaluator and config.eval.knn_every and step % config.eval.knn_every == 0 and step < config.total_steps:
+        top1 = evaluator.knn_top1(state.params, state.extra, config.eval.knn_during_training_examples)
+        knn_history.append({"step": step, "knn_top1": top1})
+        log.writer.write_scalars(step, {"knn_top1": top1})
+        if is_chief:
+          print(f"step {step}: kNN top-1 {top1:.1f}%", flush=True)
+      if step % config.checkpoint_every == 0 or step == config.total_steps:
+        save(step)
+      if stop.requested or (stop_after_steps is not None and step - first_step >= stop_after_steps):
+        if last_good_checkpoint != step:
+          save(step)
+        ckpt.wait()
+        log.close()
+        print(f"Stopped at step {step}; re-run the same command to resume from it.", flush=True)
+        return {}
+  flush_metrics(step)
+  ckpt.wait()
+  train_seconds = time.time() - start_time
+
+  summary = {"method": config.method, "dataset": config.data.name, "steps": int(step)}
+  if evaluator:
+    print("Evaluating: kNN and linear probe of the trained encoder, random init and raw pixels ...", flush=True)
+    random_state = create(init_rng)
+    summary.update(evaluator.full(state.params, state.extra, random_state.params, random_state.extra))
+    knn_history.append({"step": int(step), "knn_top1": summary["knn_top1"]})
+  summary["train_seconds"] = round(train_seconds, 1)
+  summary["wall_seconds"] = round(time.time() - start_time, 1)
+  if is_chief:
+    _write_outputs(workdir, config, summary, log.records, knn_history, view_grid, state, method)
+  log.close()
+  ckpt.close()
+  return summary
+
+
+def _make_evaluator(config, method, mesh, train_source) -> Evaluator | None:
+  if not getattr(train_source, "has_labels", False):
+    logging.warning("The training data has no labels; kNN and linear-probe evaluation are skipped.")
+    return None
+  eval_source = sources.make_source(config.data, config.data.eval_split)
+  size = config.data.image_size
+  train_arrays = pipeline.load_eval_arrays(train_source, size, config.eval.max_train_examples)
+  test_arrays = pipeline.load_eval_arrays(eval_source, size, config.eval.max_test_examples)
+  return Evaluator(config, method, mesh, train_arrays, test_arrays)
+
+
+def _view_grid(method, local_batch, rng, rows: int = 8):
+  """(host crops, [augmented view 1, augmented view 2]) of a few examples, for the plot."""
+  specs = getattr(method, "view_specs", None)
+  if not specs:
+    return None
+  keys = jax.random.split(jax.random.fold_in(rng, 12345), len(specs))
+  views = [np.asarray(augment.augment_images(k, local_batch[f"view{i}"][:rows], s)) for i, (k, s) in enumerate(zip(keys, specs))]
+  return local_batch["view0"][:rows] / 255.0, views
+
+
+def _read_json(path: str, default):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method) -> None:
+  eval_dir = os.path.join(workdir, "eval")
+  os.makedirs(eval_dir, exist_ok=True)
+  with open(os.path.join(eval_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(eval_dir, "knn_history.json"), "w") as f:
+    json.dump(knn_history, f)
+  baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
+  written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
+  exported = checkpoint.export_backbone(
+      os.path.join(workdir, "export", "backbone"),
+      jax.device_get(state.params["backbone"]),
+      jax.device_get(state.extra["batch_stats"]["backbone"]),
+      config.to_json_best_effort(indent=2),
+  )
+  print(json.dumps(summary, indent=2))
+  print(f"Wrote {eval_dir}/summary.json, plots {', '.join(os.path.basename(p) for p in written)}, backbone {exported}")

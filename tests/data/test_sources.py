@@ -1,0 +1,197 @@
+"""Tests for the grain data sources."""
+
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxssl.data import sources
+from jaxssl.data.sources import DataError
+
+
+def _data_config(**overrides):
+  config = ml_collections.ConfigDict()
+  config.name = 'builtin:digits'
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.image_key = 'image'
+  config.label_key = 'label'
+  config.image_size = 32
+  config.update(overrides)
+  return config
+
+
+def _check_record(record, label_range=None):
+  assert set(record) == {'image', 'label'}
+  image, label = record['image'], record['label']
+  assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+  assert isinstance(label, np.int32)
+  if label_range is not None:
+    assert label_range[0] <= label < label_range[1]
+
+
+# ArraySource and make_source.
+
+
+def test_array_source():
+  images = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
+  source = sources.ArraySource({'image': images, 'label': np.arange(5)})
+  assert len(source) == 5 and source.has_labels and source.num_classes == 5
+  record = source[3]
+  _check_record(record, (3, 4))
+  np.testing.assert_array_equal(record['image'], images[3])
+
+
+def test_array_source_greyscale_and_unlabelled():
+  source = sources.ArraySource({'image': np.zeros((3, 6, 6), np.uint8)})
+  assert not source.has_labels
+  record = source[0]
+  _check_record(record)
+  assert record['image'].shape == (6, 6, 3) and record['label'] == -1
+
+
+def test_make_source_builtin():
+  source = sources.make_source(_data_config(name='builtin:digits'), 'test')
+  assert isinstance(source, sources.ArraySource)
+  assert len(source) == 360 and source.has_labels
+  _check_record(source[0], (0, 10))
+  small = sources.make_source(
+      _data_config(name='builtin:textured_digits', image_size=16), 'test'
+  )
+  assert small[5]['image'].shape == (16, 16, 3)
+
+
+def test_make_source_errors():
+  with pytest.raises(DataError, match='unknown prefix'):
+    sources.make_source(_data_config(name='hub:cifar10'), 'train')
+  with pytest.raises(DataError, match='builtin:textured_digits'):
+    sources.make_source(_data_config(name='cifar10'), 'train')
+  with pytest.raises(DataError, match='valid names'):
+    sources.make_source(_data_config(name='builtin:nope'), 'train')
+
+
+# TfdsSource. `tfds.testing.mock_data` replaces the builder's
+# `as_data_source` with random examples that follow the real feature specs
+# (USE_CODE: the specs come from the dataset's code, nothing is read or
+# downloaded), so the real `tfds.data_source` -> TfdsSource path is exercised.
+
+
+@pytest.fixture(name='tfds')
+def _tfds():
+  return pytest.importorskip('tensorflow_datasets')
+
+
+def test_tfds_source_greyscale_mnist(tfds):
+  with tfds.testing.mock_data(
+      num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
+    source = sources.make_source(_data_config(name='tfds:mnist'), 'train')
+    assert isinstance(source, sources.TfdsSource)
+    assert len(source) == 6 and source.has_labels and source.num_classes == 10
+    for i in range(len(source)):
+      record = source[i]
+      _check_record(record, (0, 10))
+      assert record['image'].shape == (28, 28, 3)
+      # Grey replicated to RGB.
+      np.testing.assert_array_equal(record['image'][..., 0],
+                                    record['image'][..., 2])
+
+
+def test_tfds_source_cifar10_and_missing_label(tfds):
+  with tfds.testing.mock_data(
+      num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
+    source = sources.TfdsSource('cifar10', 'test')
+    assert source.has_labels
+    record = source[2]
+    _check_record(record, (0, 10))
+    assert record['image'].shape == (32, 32, 3)
+
+    unlabelled = sources.TfdsSource('cifar10', 'test', label_key='no_label')
+    assert not unlabelled.has_labels
+    assert unlabelled[0]['label'] == -1
+
+    with pytest.raises(DataError, match='config.data.image_key') as error:
+      sources.TfdsSource('cifar10', 'test', image_key='picture')
+    assert 'id, image, label' in str(error.value)
+
+
+def test_tfds_source_dataset_not_prepared(tfds, tmp_path):
+  del tfds
+  data_dir = str(tmp_path / 'no_tfds_here')
+  with pytest.raises(DataError, match='was not found in data_dir') as error:
+    sources.make_source(
+        _data_config(name='tfds:mnist', data_dir=data_dir), 'train'
+    )
+  message = str(error.value)
+  assert data_dir in message
+  assert 'tfds build mnist' in message and 'array_record' in message
+  assert 'config.data.data_dir' in message
+
+
+def test_tfds_source_unknown_dataset(tfds, tmp_path):
+  del tfds
+  with pytest.raises(DataError, match='no TFDS dataset named'):
+    sources.TfdsSource('no_such_dataset_xyz', 'train', data_dir=str(tmp_path))
+
+
+# ImageFolderSource.
+
+
+def _write_image(path, size=(12, 10), mode='RGB', value=128):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  channels = {'RGB': 3, 'RGBA': 4, 'L': None}[mode]
+  shape = (size[1], size[0]) + ((channels,) if channels else ())
+  Image.fromarray(np.full(shape, value, np.uint8), mode=mode).save(path)
+
+
+def test_image_folder_with_classes(tmp_path):
+  _write_image(tmp_path / 'cat' / 'a.png', (12, 10))
+  _write_image(tmp_path / 'cat' / 'nested' / 'b.JPG', (20, 16))
+  _write_image(tmp_path / 'dog' / 'c.png', (8, 8), mode='L', value=7)
+  _write_image(tmp_path / 'dog' / 'd.png', (9, 9), mode='RGBA')
+  (tmp_path / 'dog' / 'notes.txt').write_text('not an image')
+  (tmp_path / 'empty').mkdir()
+  source = sources.ImageFolderSource(str(tmp_path))
+  assert source.has_labels
+  assert source.class_names == ('cat', 'dog')
+  assert len(source) == 4
+  labels = [source[i]['label'] for i in range(4)]
+  assert labels == [0, 0, 1, 1]
+  shapes = [source[i]['image'].shape for i in range(4)]
+  assert shapes == [(10, 12, 3), (16, 20, 3), (8, 8, 3), (9, 9, 3)]
+  for i in range(4):
+    _check_record(source[i])
+  np.testing.assert_array_equal(source[2]['image'], 7)
+
+
+def test_image_folder_flat_is_unlabelled(tmp_path):
+  _write_image(tmp_path / 'x.jpeg')
+  _write_image(tmp_path / 'y.webp')
+  source = sources.ImageFolderSource(tmp_path)
+  assert not source.has_labels and source.class_names == ()
+  assert len(source) == 2
+  assert [source[i]['label'] for i in range(2)] == [-1, -1]
+
+
+def test_image_folder_split_subfolders(tmp_path):
+  _write_image(tmp_path / 'train' / 'a' / '1.png')
+  _write_image(tmp_path / 'train' / 'b' / '2.png')
+  _write_image(tmp_path / 'test' / 'a' / '3.png')
+  config = _data_config(name=f'folder:{tmp_path}')
+  train = sources.make_source(config, 'train')
+  test = sources.make_source(config, 'test')
+  assert len(train) == 2 and train.class_names == ('a', 'b')
+  assert len(test) == 1
+
+
+def test_image_folder_errors(tmp_path):
+  with pytest.raises(DataError, match='does not exist'):
+    sources.ImageFolderSource(str(tmp_path / 'missing'))
+  (tmp_path / 'a').mkdir()
+  (tmp_path / 'a' / 'readme.txt').write_text('hi')
+  with pytest.raises(DataError, match='contains no images'):
+    sources.ImageFolderSource(str(tmp_path))
+  (tmp_path / 'a' / 'broken.png').write_bytes(b'not a png')
+  source = sources.ImageFolderSource(str(tmp_path))
+  with pytest.raises(DataError, match='Could not decode image'):
+    source[0]

@@ -1,0 +1,89 @@
+"""BYOL: initial target, EMA update, and the same step on 1 and on 8 simulated devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl import methods, optim, parallel, train
+from jaxssl.data import pipeline, sources
+from tests import helpers
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = helpers.tiny_byol_config()
+  source = sources.make_source(config.data, "train")
+  data = pipeline.make_train_iterator(
+      source, seed=0, per_process_batch_size=config.batch_size,
+      view_specs=[dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views],
+      process_index=0, process_count=1,
+  )
+  batch = next(data)
+  data.close()
+  method = methods.make_method(config, num_classes=10)
+  tx = optim.make_optimizer(config)
+  state = train.create_train_state(method, tx, jax.random.key(0))
+  batch = {k: batch[k] for k in ("view0", "view1", "label")}
+  return config, method, tx, state, batch
+
+
+def test_target_starts_as_copy_of_online(setup):
+  _, _, _, state, _ = setup
+  for part in ("backbone", "projector"):
+    jax.tree.map(np.testing.assert_array_equal, state.extra["target_params"][part], state.params[part])
+  assert "predictor" not in state.extra["target_params"]
+
+
+def test_ema_update_uses_scheduled_tau(setup):
+  config, method, _, state, _ = setup
+  online = jax.tree.map(lambda x: x + 1.0, state.params)
+  moved = state.replace(step=jnp.asarray(3), params=online)
+  aux = {"batch_stats": state.extra["batch_stats"], "target_batch_stats": state.extra["target_batch_stats"]}
+  extra = method.after_update(moved, aux)
+  tau = float(method.target_decay(3))
+  expected_tau = 1 - (1 - 0.996) * (np.cos(np.pi * 3 / config.total_steps) + 1) / 2
+  np.testing.assert_allclose(tau, expected_tau, rtol=1e-6)
+  # target = tau * target + (1 - tau) * (target + 1) = target + (1 - tau)
+  jax.tree.map(
+      lambda new, old: np.testing.assert_allclose(new, old + (1 - tau), rtol=1e-5, atol=1e-6),
+      extra["target_params"], state.extra["target_params"],
+  )
+
+
+def _loss_and_grads(method, state, batch, mesh):
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  fn = jax.jit(
+      lambda params, extra, batch, rng: jax.value_and_grad(method.loss, has_aux=True)(params, extra, batch, rng, 0),
+      in_shardings=(replicated, replicated, sharded, replicated),
+  )
+  (loss, aux), grads = fn(state.params, state.extra, batch, jax.random.key(7))
+  return jax.device_get((loss, aux["batch_stats"], grads))
+
+
+def _one_step(method, tx, config, state, batch, mesh):
+  step = train.jit_train_step(train.make_train_step(method, tx, optim.learning_rate_schedule(config)), mesh)
+  state = jax.device_put(state, parallel.replicated(mesh))  # a copy: the step donates its input
+  batch = jax.device_put(batch, parallel.batch_sharded(mesh))
+  new_state, metrics = step(state, batch, jax.random.key(7))
+  return jax.device_get((new_state, metrics))
+
+
+def test_one_step_same_on_1_and_8_devices(setup):
+  config, method, tx, state, batch = setup
+  assert jax.device_count() == 8
+  one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
+  loss1, stats1, grads1 = _loss_and_grads(method, state, batch, one)
+  loss8, stats8, grads8 = _loss_and_grads(method, state, batch, eight)
+  np.testing.assert_allclose(loss1, loss8, rtol=1e-5, atol=1e-5)
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  jax.tree.map(close, grads1, grads8)
+  jax.tree.map(close, stats1, stats8)  # BatchNorm statistics are global on both
+  state1, metrics1 = _one_step(method, tx, config, state, batch, one)
+  state8, metrics8 = _one_step(method, tx, config, state, batch, eight)
+  jax.tree.map(close, state1.params, state8.params)
+  jax.tree.map(close, state1.extra, state8.extra)
+  close(metrics1["loss"], metrics8["loss"])
+  # The step really moved the parameters.
+  moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state1.params, jax.device_get(state.params))
+  assert max(jax.tree.leaves(moved)) > 0
