@@ -13,13 +13,24 @@ from jaxssl import schedules
 OPTIMIZERS = ("lars", "adamw", "sgd")
 
 
+# Top-level parameter groups that are evaluation devices, not part of the representation.
+PROBE_KEYS = ("probe",)
+
+
 def decay_mask(params: Any) -> Any:
   """True for weight matrices and conv kernels, False for biases and norm scales/offsets.
 
   BYOL/SimCLR exclude biases and BatchNorm parameters (all 1-D) from weight decay and from
-  LARS' trust ratio. `optax.lars` applies both to everything unless given this mask.
+  LARS' trust ratio. `optax.lars` applies both to everything unless given this mask. The online
+  linear probe is excluded too: it only measures the representation, and LARS' small trust
+  ratio would keep it from fitting in short runs.
   """
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+  def keep(path, p):
+    top = getattr(path[0], "key", None) if path else None
+    return p.ndim > 1 and top not in PROBE_KEYS
+
+  return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:

@@ -55,7 +55,7 @@ def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Cal
     metrics = {
         "loss": loss,
         "learning_rate": learning_rate(state.step - 1),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         **aux["metrics"],
     }
     return state, metrics
@@ -401,6 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         knn_history.append({"step": step, "knn_top1": top1})
         log.writer.write_scalars(step, {"knn_top1": top1})
         if is_chief:
+          _write_json(os.path.join(workdir, "eval", "knn_history.json"), knn_history)
           print(f"step {step}: kNN top-1 {top1:.1f}%", flush=True)
       if step % config.checkpoint_every == 0 or step == config.total_steps:
         save(step)
@@ -458,13 +459,17 @@ def _read_json(path: str, default):
     return json.load(f)
 
 
+def _write_json(path: str, value) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(value, f, indent=2)
+
+
 def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method) -> None:
+  del method
   eval_dir = os.path.join(workdir, "eval")
-  os.makedirs(eval_dir, exist_ok=True)
-  with open(os.path.join(eval_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(eval_dir, "knn_history.json"), "w") as f:
-    json.dump(knn_history, f)
+  _write_json(os.path.join(eval_dir, "summary.json"), summary)
+  _write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
   baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
   written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
   exported = checkpoint.export_backbone(

@@ -2,8 +2,7 @@
 
 Everything here is a pure JAX function meant to run inside a jitted train
 step on fixed-size crops (random cropping and flipping are not part of this
-module). A batch is augmented with one PRNG key per
-example:
+module). A batch is augmented with one PRNG key per example:
 
   keys = jax.random.split(rng, batch_size)
   out = jax.vmap(per_example_augment)(keys, images)
@@ -145,8 +144,8 @@ BYOL_VIEW_SPECS: tuple[AugmentSpec, AugmentSpec] = (
 def spec_from_config(cfg: ml_collections.ConfigDict) -> AugmentSpec:
   """Builds an `AugmentSpec` from a config with the same field names.
 
-  Fields missing from ``cfg`` keep their defaults; keys of ``cfg`` that are not
-  fields of `AugmentSpec` (e.g. crop settings used by the host pipeline) are
+  Fields missing from ``cfg`` (or set to None) keep their defaults; keys of
+  ``cfg`` that are not fields of `AugmentSpec` (e.g. crop settings) are
   ignored.
 
   Args:
@@ -490,10 +489,9 @@ def _color_jitter(img: jax.Array, params: AugmentParams,
     branches[HUE] = lambda x, p: adjust_hue(x, p.hue)
   if all(b is identity for b in branches):
     return img
-  # Each step computes every operation and keeps the one the order asks for.
-  # Under vmap this is what `lax.switch` lowers to anyway (a select), and unlike
-  # `lax.switch` it also batches when the batch is sharded over explicit mesh
-  # axes. A loop (rather than unrolling the four steps) keeps compilation fast.
+  # Each step computes every operation and selects the one the order asks for,
+  # which is what vmap turns a `lax.switch` into anyway. Looping over the four
+  # steps, rather than unrolling them, compiles markedly faster.
   def step(i, x):
     candidates = [branch(x, params) for branch in branches]
     return jax.lax.select_n(params.jitter_order[i], *candidates)
@@ -504,6 +502,8 @@ def _color_jitter(img: jax.Array, params: AugmentParams,
 def apply_augment_params(img: jax.Array, params: AugmentParams,
                          spec: AugmentSpec) -> jax.Array:
   """Applies the pipeline to one image with given random decisions.
+
+  Operates on a single image; `augment_images` vmaps it over the batch.
 
   Args:
     img: [H, W, 3] float32 in [0, 1].
@@ -530,9 +530,9 @@ def apply_augment_params(img: jax.Array, params: AugmentParams,
 
 
 def to_float_image(images: jax.Array) -> jax.Array:
-  """uint8 in [0, 255] -> float32 in [0, 1]; floats are cast to float32."""
+  """Integers in [0, 255] (uint8) -> float32 in [0, 1]; floats are cast."""
   images = jnp.asarray(images)
-  if images.dtype == jnp.uint8:
+  if jnp.issubdtype(images.dtype, jnp.integer):
     return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)
 
@@ -548,16 +548,17 @@ def _match_batch_sharding(keys: jax.Array, images: jax.Array) -> jax.Array:
   spec = getattr(sharding, "spec", None)
   if not spec or spec[0] is None:
     return keys
-  return jax.sharding.reshard(
-      keys, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(spec[0])))
+  batch_sharding = jax.sharding.NamedSharding(
+      sharding.mesh, jax.sharding.PartitionSpec(spec[0]))
+  return jax.sharding.reshard(keys, batch_sharding)
 
 
 def _mesh_context(images: jax.Array):
-  """Makes the mesh of explicitly sharded ``images`` the current abstract mesh.
+  """Makes the mesh of sharded ``images`` the current (abstract) mesh.
 
-  Batching the loop over jitter steps needs the mesh of the batch's sharding
-  to be set; it is when the caller used `jax.set_mesh`, but not when the
-  sharding only came with the inputs.
+  Batching control flow (the jitter loop) over a batch sharded along explicit
+  mesh axes needs that mesh to be the current one. It is when the caller used
+  `jax.set_mesh`; this covers callers whose sharding only came with the inputs.
   """
   sharding = getattr(jax.typeof(images), "sharding", None)
   mesh = getattr(sharding, "mesh", None)
@@ -581,7 +582,7 @@ def augment_images(rng: jax.Array, images: jax.Array,
   Args:
     rng: PRNG key for the whole batch.
     images: [B, H, W, 3] uint8 in [0, 255] or float in [0, 1].
-    spec: Static augmentation spec.
+    spec: Static augmentation spec (a hashable `AugmentSpec`).
 
   Returns:
     float32 [B, H, W, 3] in [0, 1].

@@ -15,7 +15,7 @@ never seen during training.
   The quickstart dataset, made so that self-supervised learning has something
   to learn. Every base digit is rendered several times (4 copies in `train`,
   2 in `test`), each copy with its own random coloured background texture
-  (oriented sinusoidal gratings plus smooth colour blobs and a global tint), a
+  (per-pixel colour noise over smooth colour blobs and a global tint), a
   random digit size (45%-80% of the image), a random position and a random
   digit colour that keeps enough luminance contrast with the background under
   it. The digit's class is the only thing shared by two copies; colour,
@@ -190,23 +190,15 @@ def _uniform(rng: np.random.Generator, low: float, high: float, shape):
 def _render_backgrounds(
     n: int, size: int, rng: np.random.Generator
 ) -> np.ndarray:
-  """Random coloured textures, float32[n, 3, S, S] (channels first) in [0, 1]."""
-  num_gratings = 3
-  coords = (np.arange(size, dtype=np.float32) + 0.5) / size  # [S]
-  # Oriented sinusoidal gratings of random frequency and phase.
-  theta = _uniform(rng, 0.0, np.pi, (n, num_gratings, 1, 1))
-  freq = _uniform(rng, 1.0, 5.0, (n, num_gratings, 1, 1))
-  freq *= np.float32(2.0 * np.pi)  # radians per image
-  phase = _uniform(rng, 0.0, 2.0 * np.pi, (n, num_gratings, 1, 1))
-  gratings = (freq * np.sin(theta)) * coords[:, None] + phase
-  gratings = gratings + (freq * np.cos(theta)) * coords[None, :]
-  np.sin(gratings, out=gratings)  # [n, K, S, S]
-  # Each grating tints the channels with its own random colour.
-  amplitude = _uniform(rng, 0.05, 0.22, (n, 1, num_gratings))
-  colours = _uniform(rng, -1.0, 1.0, (n, 3, num_gratings)) * amplitude
-  background = np.matmul(colours, gratings.reshape(n, num_gratings, -1))
-  background = background.reshape(n, 3, size, size)
-  background += _uniform(rng, 0.2, 0.8, (n, 3, 1, 1))
+  """Random coloured textures, float32[n, 3, S, S] (channels first) in [0, 1].
+
+  A random base colour, smooth colour blobs and per-pixel colour noise. The
+  texture has no structure that two crops of one image could match except
+  its colour, which colour jitter and grayscale take away; the digit's shape
+  is the only thing a crop-invariant representation can hold on to.
+  """
+  background = np.empty((n, 3, size, size), np.float32)
+  background[...] = _uniform(rng, 0.2, 0.8, (n, 3, 1, 1))
   # Smooth random colour blobs: coarse noise upsampled bilinearly.
   grid = 4
   blob_mat = _interp_matrices(size, grid, np.zeros(1), np.full(1, size))[0]
@@ -214,8 +206,12 @@ def _render_backgrounds(
       grid * grid, size * size
   )
   coarse = rng.standard_normal((n * 3, grid * grid), dtype=np.float32)
-  coarse *= np.float32(0.12)
+  coarse *= np.float32(0.15)
   background += (coarse @ upsample).reshape(n, 3, size, size)
+  # Per-pixel colour noise of a random strength.
+  noise = rng.standard_normal((n, 3, size, size), dtype=np.float32)
+  noise *= _uniform(rng, 0.08, 0.2, (n, 1, 1, 1))
+  background += noise
   # Global contrast change and colour tint.
   background -= 0.5
   background *= _uniform(rng, 0.7, 1.3, (n, 1, 1, 1))

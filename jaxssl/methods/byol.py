@@ -57,24 +57,24 @@ class BYOL:
     self.config = config
     self.num_classes = num_classes
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
-    parts, self._init_params, self._init_stats = self._build(jax.random.key(0))
-    self.backbone, self.projector, self.predictor, self.probe = parts
+    # Only the static structure is kept; `nnx.eval_shape` traces shapes without drawing weights.
+    abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
+    self.backbone, self.projector, self.predictor, self.probe = (functional.split_module(m)[0] for m in abstract)
 
-  def _build(self, rng: jax.Array):
-    """Creates the networks; returns pure modules and their initial params/stats."""
+  def _networks(self, rngs: nnx.Rngs) -> tuple[nnx.Module, ...]:
+    """(backbone, projector, predictor, probe) as in the paper: MLPs of 4096 -> 256."""
     cfg = self.config.model
-    rngs = nnx.Rngs(rng)
     backbone = models.make_backbone(cfg, rngs)
     dtype = models.compute_dtype(cfg.dtype)
     projector = MLPHead(backbone.num_features, cfg.projector_hidden_dim, cfg.projection_dim, dtype=dtype, rngs=rngs)
     predictor = MLPHead(cfg.projection_dim, cfg.predictor_hidden_dim, cfg.projection_dim, dtype=dtype, rngs=rngs)
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
-    pure, params, stats = zip(*(functional.split_module(m) for m in (backbone, projector, predictor, probe)))
-    names = ("backbone", "projector", "predictor", "probe")
-    return pure, dict(zip(names, params)), dict(zip(names, stats))
+    return backbone, projector, predictor, probe
 
   def init(self, rng: jax.Array) -> tuple[dict, dict]:
-    _, params, stats = self._build(rng)
+    names = ("backbone", "projector", "predictor", "probe")
+    _, params, stats = zip(*(functional.split_module(m) for m in self._networks(nnx.Rngs(rng))))
+    params, stats = dict(zip(names, params)), dict(zip(names, stats))
     del stats["probe"]  # a Linear layer has no batch statistics
     if not self.num_classes:
       del params["probe"]

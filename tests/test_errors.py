@@ -1,0 +1,74 @@
+"""Mistakes a user can make end in one sentence naming the cause and the fix, losing nothing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxssl import train
+from jaxssl.data.sources import DataError
+from jaxssl.errors import UserError
+from tests import helpers
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run(
+      [sys.executable, "-m", "jaxssl.main", *args], cwd=_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+  )
+
+
+def _one_sentence(stderr: str) -> str:
+  lines = [l for l in stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(lines) == 1, stderr
+  assert "Traceback" not in stderr, stderr
+  return lines[0]
+
+
+def test_cli_unknown_config_key(tmp_path):
+  result = _cli("--config=configs/byol.py", f"--workdir={tmp_path}", "--config.optimizer.learning_rat=0.1")
+  assert result.returncode != 0
+  assert "learning_rat" in _one_sentence(result.stderr)
+
+
+def test_cli_missing_tfds_dataset(tmp_path):
+  result = _cli(
+      "--config=configs/byol.py", f"--workdir={tmp_path / 'w'}", "--config.data.name=tfds:mnist",
+      f"--config.data.data_dir={tmp_path / 'no_data'}",
+  )
+  assert result.returncode == 1
+  message = _one_sentence(result.stderr)
+  assert "mnist" in message and "data_dir" in message
+
+
+def test_missing_image_folder(tmp_path):
+  config = helpers.tiny_byol_config(**{"data.name": f"folder:{tmp_path / 'nowhere'}"})
+  with pytest.raises(DataError, match="nowhere"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(UserError, match="not writable"):
+    train.train_and_evaluate(helpers.tiny_byol_config(), str(blocker / "run"))
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+  with pytest.raises(UserError, match="multiple of 8"):
+    train.train_and_evaluate(helpers.tiny_byol_config(batch_size=12), str(tmp_path))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = helpers.tiny_byol_config(
+      **{"optimizer.name": "sgd", "optimizer.base_learning_rate": 1e30, "optimizer.warmup_steps": 0,
+         "checkpoint_every": 1, "log_every": 1}
+  )
+  with pytest.raises(UserError, match="NaN") as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  kept = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert kept, "the last good checkpoint must survive"
+  assert f"step {kept[-1]} is kept" in str(error.value)
