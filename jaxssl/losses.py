@@ -11,8 +11,8 @@ import jax.numpy as jnp
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps), computed in float32."""
-  x = x.astype(jnp.float32)
+  """x / max(||x||, eps), computed in at least float32."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
@@ -46,7 +46,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array
   """Mean cross-entropy over examples with `valid` True (labels < 0 mark unlabelled data)."""
   if valid is None:
     valid = labels >= 0
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
   picked = jnp.take_along_axis(log_probs, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
   weight = valid.astype(jnp.float32)
   return -jnp.sum(picked * weight) / jnp.maximum(jnp.sum(weight), 1.0)

@@ -6,6 +6,7 @@ method plugs in through `jaxssl.methods.base.Method`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -299,6 +300,17 @@ class _StopRequested:
       signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _finish_saving_on_error(ckpt: checkpoint.Checkpointer):
+  """Lets an in-flight asynchronous save complete before an error ends the run, so the last
+  good checkpoint is never left half-written."""
+  try:
+    yield
+  except BaseException:
+    ckpt.wait()
+    raise
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None) -> dict:
   """Pretrains `config.method`, evaluates the backbone and writes everything under `workdir`.
 
@@ -383,7 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     ckpt.save(step, state, data.get_state())
     last_good_checkpoint = step
 
-  with _StopRequested() as stop:
+  with _StopRequested() as stop, _finish_saving_on_error(ckpt):
     while step < config.total_steps:
       local_batch = next(data)
       if view_grid is None and is_chief:

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from jaxssl import methods, optim, parallel, train
-from jaxssl.data import pipeline, sources
+from jaxssl.data import augment, pipeline, sources
 from tests import helpers
 
 
 @pytest.fixture(scope="module")
 def setup():
-  config = helpers.tiny_byol_config()
+  config = helpers.tiny_byol_config(**{"optimizer.warmup_steps": 0})  # a first step with lr > 0
   source = sources.make_source(config.data, "train")
   data = pipeline.make_train_iterator(
       source, seed=0, per_process_batch_size=config.batch_size,
@@ -42,7 +42,8 @@ def test_ema_update_uses_scheduled_tau(setup):
   aux = {"batch_stats": state.extra["batch_stats"], "target_batch_stats": state.extra["target_batch_stats"]}
   extra = method.after_update(moved, aux)
   tau = float(method.target_decay(3))
-  expected_tau = 1 - (1 - 0.996) * (np.cos(np.pi * 3 / config.total_steps) + 1) / 2
+  base = config.byol.base_target_decay
+  expected_tau = 1 - (1 - base) * (np.cos(np.pi * 3 / config.total_steps) + 1) / 2
   np.testing.assert_allclose(tau, expected_tau, rtol=1e-6)
   # target = tau * target + (1 - tau) * (target + 1) = target + (1 - tau)
   jax.tree.map(
@@ -63,36 +64,63 @@ def _loss_and_grads(method, state, batch, mesh):
 
 def _one_step(method, tx, config, state, batch, mesh):
   step = train.jit_train_step(train.make_train_step(method, tx, optim.learning_rate_schedule(config)), mesh)
-  state = jax.device_put(state, parallel.replicated(mesh))  # a copy: the step donates its input
+  # From host copies: the step donates its input state, which must not be the fixture's.
+  state = jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(mesh))
   batch = jax.device_put(batch, parallel.batch_sharded(mesh))
   new_state, metrics = step(state, batch, jax.random.key(7))
   return jax.device_get((new_state, metrics))
 
 
-def _assert_close_to_scale(a, b, tolerance=1e-5):
-  """|a - b| <= 1e-5 relative to the array's scale: 8 devices sum in another order, and float32
-  rounding differences of a few 1e-7 grow through BatchNorm's backward pass to ~1e-5 of the
-  largest entry, never more."""
+def _assert_close_to_scale(a, b, tolerance, where=""):
+  """max |a - b| <= tolerance * max(1, max |a|)."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   scale = max(1.0, float(np.abs(a).max()))
-  assert np.abs(a - b).max() <= tolerance * scale, (np.abs(a - b).max(), scale)
+  assert np.abs(a - b).max() <= tolerance * scale, (where, np.abs(a - b).max(), scale)
 
 
-def test_one_step_same_on_1_and_8_devices(setup):
+def _compare_one_step(setup, tolerance):
   config, method, tx, state, batch = setup
   assert jax.device_count() == 8
   one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
+  def close(what, a, b):
+    jax.tree_util.tree_map_with_path(lambda path, x, y: _assert_close_to_scale(x, y, tolerance, (what, path)), a, b)
+
   loss1, stats1, grads1 = _loss_and_grads(method, state, batch, one)
   loss8, stats8, grads8 = _loss_and_grads(method, state, batch, eight)
-  _assert_close_to_scale(loss1, loss8)
-  close = _assert_close_to_scale
-  jax.tree.map(close, grads1, grads8)
-  jax.tree.map(close, stats1, stats8)  # BatchNorm statistics are global on both
+  close("loss", loss1, loss8)
+  close("gradients", grads1, grads8)
+  close("batch statistics", stats1, stats8)  # BatchNorm statistics are global on both
   state1, metrics1 = _one_step(method, tx, config, state, batch, one)
   state8, metrics8 = _one_step(method, tx, config, state, batch, eight)
-  jax.tree.map(close, state1.params, state8.params)
-  jax.tree.map(close, state1.extra, state8.extra)
-  close(metrics1["loss"], metrics8["loss"])
+  close("new params", state1.params, state8.params)
+  close("new extra", state1.extra, state8.extra)
+  close("step loss", metrics1["loss"], metrics8["loss"])
   # The step really moved the parameters.
   moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state1.params, jax.device_get(state.params))
   assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_one_step_same_on_1_and_8_devices_float64(setup):
+  """Loss, gradients and new state agree to 1e-5 once float32 rounding is out of the way.
+
+  The model, loss, optimizer and EMA run in float64 here. On-device augmentation always works in
+  float32 (its own 1-vs-8-device equality is tested in tests/data/test_augment.py), so it is
+  switched to the identity for this check; the float32 test below keeps it on.
+  """
+  config, method, tx, state, batch = setup
+  saved_specs = method.view_specs
+  identity = augment.AugmentSpec(brightness=0, contrast=0, saturation=0, hue=0, jitter_prob=0, grayscale_prob=0, blur_prob=0, solarize_prob=0)
+  method.view_specs = (identity, identity)
+  jax.config.update("jax_enable_x64", True)
+  try:
+    state64 = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
+    _compare_one_step((config, method, tx, state64, batch), tolerance=1e-5)
+  finally:
+    jax.config.update("jax_enable_x64", False)
+    method.view_specs = saved_specs
+
+
+def test_one_step_same_on_1_and_8_devices_float32(setup):
+  """In float32, 8 devices sum in another order; rounding of ~1e-7 grows through BatchNorm's
+  backward pass to ~1e-5 of the largest gradient entry, and is bounded well below 1e-4."""
+  _compare_one_step(setup, tolerance=1e-4)

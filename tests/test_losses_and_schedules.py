@@ -70,7 +70,7 @@ def test_linear_scaling_rule():
 
 
 def test_lars_excludes_bias_and_norm_from_decay_and_trust_ratio():
-  config = helpers.tiny_byol_config(**{"optimizer.weight_decay": 0.5, "optimizer.warmup_steps": 0})
+  config = helpers.tiny_byol_config(**{"optimizer.name": "lars", "optimizer.weight_decay": 0.5, "optimizer.warmup_steps": 0})
   params = {"dense": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)}, "norm": {"scale": jnp.full((2,), 2.0)}}
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
   tx = optim.make_optimizer(config)

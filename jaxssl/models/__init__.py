@@ -12,8 +12,12 @@ BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
 def compute_dtype(name: str):
-  """'float32' or 'bfloat16' (parameters stay float32; activations use this)."""
-  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  """'float32' or 'bfloat16' (parameters stay float32; activations use this).
+
+  'float32' maps to None: layers then compute in the dtype of their inputs and parameters,
+  which is float32 in training and float64 when a test enables x64 to check exactness.
+  """
+  dtypes = {"float32": None, "bfloat16": jnp.bfloat16}
   if name not in dtypes:
     raise ValueError(f"config.model.dtype '{name}' is not supported; use one of {sorted(dtypes)}.")
   return dtypes[name]

@@ -26,7 +26,7 @@ class MLPHead(nnx.Module):
     features = in_features
     for _ in range(num_hidden_layers):
       layers.append(nnx.Linear(features, hidden_features, dtype=dtype, rngs=rngs))
-      layers.append(nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs))
+      layers.append(nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs))
       features = hidden_features
     self.hidden = nnx.List(layers)
     self.output = nnx.Linear(features, out_features, dtype=dtype, rngs=rngs)
@@ -34,4 +34,5 @@ class MLPHead(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     for linear, norm in zip(self.hidden[::2], self.hidden[1::2]):
       x = nnx.relu(norm(linear(x)))
-    return self.output(x).astype(jnp.float32)
+    x = self.output(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32, f64 stays

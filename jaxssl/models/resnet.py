@@ -29,6 +29,8 @@ def _batch_norm(features: int, dtype: Any, rngs: nnx.Rngs, zero_scale: bool = Fa
       features,
       momentum=0.9,
       epsilon=1e-5,
+      # Two-pass variance: E[x^2] - E[x]^2 cancels badly, most of all across devices or in bf16.
+      use_fast_variance=False,
       dtype=dtype,
       scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
       rngs=rngs,
@@ -139,4 +141,5 @@ class ResNet(nnx.Module):
       x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for block in self.blocks:
       x = block(x)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    features = jnp.mean(x, axis=(1, 2))
+    return features.astype(jnp.promote_types(features.dtype, jnp.float32))  # bf16 -> f32, f64 stays
