@@ -52,9 +52,9 @@ class Checkpointer:
     self._manager.close()
 
 
-def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
-  """Shape/dtype/sharding placeholders for restoring `tree`."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+def abstract_like(tree: Any, shardings: Any) -> Any:
+  """Shape/dtype/sharding placeholders for restoring `tree`; `shardings` mirrors `tree`."""
+  return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree, shardings)
 
 
 def export_backbone(directory: str, params: Any, batch_stats: Any, config_json: str) -> str:

@@ -64,13 +64,24 @@ def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Cal
   return train_step
 
 
-def jit_train_step(train_step: Callable, mesh: jax.sharding.Mesh) -> Callable:
-  """Jits the step once: state replicated and donated, batch split over the data axis."""
+def state_shardings(method, mesh: jax.sharding.Mesh, abstract_state: TrainState) -> TrainState:
+  """Shardings of the train state: replicated, except the `extra` leaves a method shards itself
+  (e.g. a MoCo queue or an NPID memory bank split over the data axis) via `extra_shardings`."""
+  shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
+  if hasattr(method, "extra_shardings"):
+    shardings = shardings.replace(extra=method.extra_shardings(mesh, abstract_state.extra))
+  return shardings
+
+
+def jit_train_step(train_step: Callable, mesh: jax.sharding.Mesh, shardings: TrainState | None = None) -> Callable:
+  """Jits the step once: state donated (replicated unless `shardings` says otherwise), batch
+  split over the data axis."""
   replicated = parallel.replicated(mesh)
+  state = replicated if shardings is None else shardings
   return jax.jit(
       train_step,
-      in_shardings=(replicated, parallel.batch_sharded(mesh), replicated),
-      out_shardings=(replicated, replicated),
+      in_shardings=(state, parallel.batch_sharded(mesh), replicated),
+      out_shardings=(state, replicated),
       donate_argnums=0,
   )
 
@@ -330,9 +341,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   learning_rate = optim.learning_rate_schedule(config)
   base_rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(base_rng)
-  replicated = parallel.replicated(mesh)
 
-  create = jax.jit(lambda rng: create_train_state(method, tx, rng), out_shardings=replicated)
+  shardings = state_shardings(method, mesh, jax.eval_shape(lambda rng: create_train_state(method, tx, rng), init_rng))
+  create = jax.jit(lambda rng: create_train_state(method, tx, rng), out_shardings=shardings)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
   data = pipeline.make_train_iterator(
       train_source,
@@ -347,14 +358,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   if latest is None:
     state = create(init_rng)
   else:
-    abstract = checkpoint.abstract_like(jax.eval_shape(create, init_rng), replicated)
+    abstract = checkpoint.abstract_like(jax.eval_shape(create, init_rng), shardings)
     state, data_state = ckpt.restore(abstract, latest)
     data.set_state(data_state)
     logging.info("Resumed from the checkpoint at step %d in %s.", latest, ckpt)
     print(f"Resuming from step {latest} (checkpoint in {workdir}/checkpoints).", flush=True)
   first_step = int(state.step)
 
-  train_step = jit_train_step(make_train_step(method, tx, learning_rate), mesh)
+  train_step = jit_train_step(make_train_step(method, tx, learning_rate), mesh, shardings)
   batch_sharding = parallel.batch_sharded(mesh)
   log = MetricLog(workdir, first_step)
   evaluator = _make_evaluator(config, method, mesh, train_source)
@@ -400,7 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       local_batch = next(data)
       if view_grid is None and is_chief:
         view_grid = _view_grid(method, local_batch, base_rng)
-      batch = parallel.to_global({k: local_batch[k] for k in ("view0", "view1", "label") if k in local_batch}, batch_sharding)
+      batch = parallel.to_global(local_batch, batch_sharding)
       state, metrics = train_step(state, batch, step_rng)
       step += 1
       pending.append(metrics)

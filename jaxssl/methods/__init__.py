@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 
 from jaxssl.methods.base import Method, TrainState  # noqa: F401
 
+# config.method -> "module:class"; modules are imported only when their method is used.
+REGISTRY = {
+    "byol": "jaxssl.methods.byol:BYOL",
+}
+
 
 def make_method(config: ml_collections.ConfigDict, num_classes: int = 0) -> Method:
   """The method named by `config.method`; `num_classes` > 0 adds an online linear probe."""
-  from jaxssl.methods import byol
-
-  registry = {"byol": byol.BYOL}
-  if config.method not in registry:
-    raise ValueError(f"config.method '{config.method}' is not known; choose one of {sorted(registry)}.")
-  return registry[config.method](config, num_classes)
+  if config.method not in REGISTRY:
+    raise ValueError(f"config.method '{config.method}' is not known; choose one of {sorted(REGISTRY)}.")
+  module_name, class_name = REGISTRY[config.method].split(":")
+  return getattr(importlib.import_module(module_name), class_name)(config, num_classes)

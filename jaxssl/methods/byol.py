@@ -22,32 +22,11 @@ from flax import nnx
 from jaxssl import losses, models, schedules
 from jaxssl.data import augment
 from jaxssl.methods.base import TrainState
+from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
 from jaxssl.models import functional
 from jaxssl.models.heads import MLPHead
 
 _TARGET_PARTS = ("backbone", "projector")
-
-
-def view_images(rng: jax.Array, views: tuple[jax.Array, ...], specs: tuple[augment.AugmentSpec, ...]) -> list[jax.Array]:
-  """Applies each view's on-device augmentation and normalisation (independent keys per view)."""
-  keys = jax.random.split(rng, len(views))
-  return [augment.normalize(augment.augment_images(k, v, s)) for k, v, s in zip(keys, views, specs)]
-
-
-def embedding_std(embeddings: jax.Array) -> jax.Array:
-  """Mean over dimensions of the per-dimension std of L2-normalised embeddings.
-
-  About 1/sqrt(D) for healthy embeddings spread over the sphere, 0 for collapse (Chen & He 2021).
-  """
-  return jnp.mean(jnp.std(losses.l2_normalize(embeddings), axis=0))
-
-
-def linear_probe_loss(probe, params, features, labels):
-  """Cross-entropy and accuracy of the online probe on stop-gradient features."""
-  logits, _ = probe(params, {}, jax.lax.stop_gradient(features), train=True)
-  valid = labels >= 0
-  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(jnp.sum(valid), 1)
-  return losses.softmax_cross_entropy(logits, labels, valid), accuracy
 
 
 class BYOL:
