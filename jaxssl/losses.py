@@ -50,3 +50,96 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array
   picked = jnp.take_along_axis(log_probs, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
   weight = valid.astype(jnp.float32)
   return -jnp.sum(picked * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iterations: int = 3) -> jax.Array:
+  """SwAV's equipartitioned soft codes (Caron et al. 2020, sec. 3.1 and eq. 3).
+
+  Q* = Diag(u) exp(C^T Z / epsilon) Diag(v): the transport plan closest to the scores whose
+  prototypes each receive 1/K of the batch's mass and whose examples each carry 1/B. As in the
+  paper, a few alternating row / column normalisations approximate it, over the GLOBAL batch
+  (under a sharded jit the sums over the batch axis span every device).
+
+  The iterations run in float32 in the log domain: logsumexp subtracts the maximum before `exp`,
+  so scores / epsilon of e^20 and more neither overflow (the fp16 failure the reference guards
+  against by hand) nor underflow to a prototype with zero mass.
+
+  Args:
+    scores: [B, K] prototype scores (cosine similarities), any float dtype.
+    epsilon: entropic regularisation (paper: 0.05).
+    num_iterations: normalisation rounds (paper: 3).
+  Returns:
+    float32 [B, K] codes; each row sums to 1 (an assignment of example b over prototypes),
+    each column sums to about B / K.
+  """
+  batch, num_prototypes = scores.shape
+  log_q = scores.astype(jnp.float32) / epsilon
+  log_q = log_q - jax.nn.logsumexp(log_q)  # total mass 1
+  for _ in range(num_iterations):
+    # Every prototype gets 1/K of the mass ...
+    log_q = log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(num_prototypes)
+    # ... and every example 1/B (the last normalisation, so codes are exact distributions).
+    log_q = log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True) - jnp.log(batch)
+  return jnp.exp(log_q + jnp.log(batch))
+
+
+def swapped_cross_entropy(targets: jax.Array, logits: jax.Array, temperature: float) -> jax.Array:
+  """Mean over crop pairs (i, v), v != i, of -mean_b sum_k targets[i, b, k] log softmax(logits[v, b] / T)_k.
+
+  The cross-view prediction shared by SwAV (eq. 1: predict crop i's code from crop v) and DINO
+  (eq. 3: the student on crop v matches the teacher on global crop i). Targets exist for the
+  first G crops (the global ones); logits for all C crops; the pairs of a crop with itself are
+  left out, so each target is predicted from the C - 1 other crops.
+
+  Args:
+    targets: [G, B, K] probability vectors (stop-gradient is the caller's choice).
+    logits: [C, B, K] with C >= G; crops 0..G-1 are the ones the targets were computed from.
+    temperature: softmax temperature of the prediction (SwAV 0.1, DINO student 0.1).
+  Returns:
+    A scalar.
+  """
+  num_targets, num_crops = targets.shape[0], logits.shape[0]
+  if num_crops < 2 or num_targets > num_crops:
+    raise ValueError(f"Need at least 2 crops and no more target crops than crops; got {num_targets} targets for {num_crops} crops.")
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)) / temperature, axis=-1)
+  # cross[i, v] = mean_b sum_k -targets[i, b, k] log_probs[v, b, k]
+  cross = -jnp.einsum("gbk,cbk->gc", targets.astype(log_probs.dtype), log_probs) / targets.shape[1]
+  pairs = 1.0 - jnp.eye(num_targets, num_crops, dtype=cross.dtype)  # drop (i, i)
+  return jnp.sum(cross * pairs) / jnp.sum(pairs)
+
+
+def swav_loss(logits: jax.Array, codes: jax.Array, temperature: float = 0.1) -> jax.Array:
+  """SwAV's swapped prediction (Caron et al. 2020, eq. 1-2, averaged over pairs as in the code).
+
+  L = mean_{i in global crops} mean_{v != i} l(z_v, q_i),  l(z, q) = -sum_k q_k log softmax(z^T c / T)_k
+
+  Args:
+    logits: [C, B, K] prototype scores z_v^T c_k of every crop, global crops first.
+    codes: [G, B, K] Sinkhorn codes of the G global crops; no gradient flows into them.
+    temperature: T (paper: 0.1).
+  """
+  return swapped_cross_entropy(jax.lax.stop_gradient(codes), logits, temperature)
+
+
+def dino_loss(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    center: jax.Array,
+    student_temperature: float = 0.1,
+    teacher_temperature: float | jax.Array = 0.04,
+) -> jax.Array:
+  """DINO's loss (Caron et al. 2021, eq. 3 and algorithm 1).
+
+  L = mean_{i in global crops} mean_{v != i} H(P_t(x_i), P_s(x_v)),
+  P_t = softmax(sg(g_t(x) - centre) / T_t),  P_s = softmax(g_s(x) / T_s),  H(a, b) = -sum a log b.
+
+  Args:
+    student_logits: [C, B, K] student outputs of every crop, global crops first.
+    teacher_logits: [G, B, K] teacher outputs of the G global crops.
+    center: [K] the running mean of teacher outputs.
+    student_temperature: T_s (paper: 0.1).
+    teacher_temperature: T_t (paper: 0.04 warmed up to 0.07).
+  """
+  teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.promote_types(teacher_logits.dtype, jnp.float32)) - center)
+  teacher_probs = jax.nn.softmax(teacher / teacher_temperature, axis=-1)
+  return swapped_cross_entropy(teacher_probs, student_logits, student_temperature)
