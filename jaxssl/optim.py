@@ -35,11 +35,15 @@ def decay_mask(params: Any) -> Any:
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
-  """Warm-up + cosine schedule with the linear scaling rule lr = base * batch / 256."""
+  """Warm-up + cosine schedule with the linear scaling rule lr = base * batch / 256.
+
+  The cosine ends at `optimizer.final_learning_rate_fraction` (default 0) of the peak.
+  """
   opt = config.optimizer
   peak = schedules.scaled_learning_rate(opt.base_learning_rate, config.batch_size)
   return lambda step: schedules.warmup_cosine(
-      step, base_value=peak, total_steps=config.total_steps, warmup_steps=opt.warmup_steps
+      step, base_value=peak, total_steps=config.total_steps, warmup_steps=opt.warmup_steps,
+      final_value=peak * opt.get("final_learning_rate_fraction", 0.0),
   )
 
 
@@ -109,29 +113,50 @@ def clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), clip)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optimizer for `config`, with per-top-level-module learning-rate scales and freezes.
+def module_learning_rates(config: ml_collections.ConfigDict) -> dict[str, Callable[[Any], Any]]:
+  """Schedules of the top-level modules whose learning rate differs from the default one.
 
-  `optimizer.lr_multipliers` {module: factor} scales that module's learning rate at every step
-  (BraVe's predictor x10); `optimizer.frozen_steps` {module: steps} leaves a module untouched
-  for its first steps (see `frozen_for_first_steps`). Modules not named use the schedule as is.
+  `optimizer.lr_multipliers` {module: factor} scales a module's schedule (BraVe's predictor x10);
+  `optimizer.constant_lr_modules` (module names) holds a module at the peak learning rate from the
+  first step to the last, with no warm-up and no decay (SimSiam's predictor, Chen & He 2021, 4.4).
   """
   opt = config.optimizer
   schedule = learning_rate_schedule(config)
+  peak = schedules.scaled_learning_rate(opt.base_learning_rate, config.batch_size)
   multipliers = dict(opt.get("lr_multipliers", {}) or {})
-  frozen = {name: int(steps) for name, steps in dict(opt.get("frozen_steps", {}) or {}).items() if steps}
-  groups = set(multipliers) | set(frozen)
+  constant = tuple(opt.get("constant_lr_modules", ()) or ())
 
-  def group_optimizer(name):
+  def module_schedule(name):
     factor = multipliers.get(name, 1.0)
-    scaled = schedule if factor == 1.0 else (lambda step: factor * schedule(step))
+    if name in constant:
+      return lambda step: factor * jnp.full(jnp.shape(step), peak, jnp.float32)
+    return lambda step: factor * schedule(step)
+
+  return {name: module_schedule(name) for name in (*multipliers, *constant)}
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optimizer for `config`; modules in `module_learning_rates` get their own schedule.
+
+  Modules not named there use the default warm-up + cosine schedule. `optimizer.frozen_steps`
+  {module: steps} leaves a module untouched for its first steps (SwAV's prototypes, DINO's last
+  layer; see `frozen_for_first_steps`).
+  """
+  opt = config.optimizer
+  special = module_learning_rates(config)
+  frozen = {name: int(steps) for name, steps in dict(opt.get("frozen_steps", {}) or {}).items() if steps}
+  groups = set(special) | set(frozen)
+
+  def module_optimizer(name):
+    schedule = special.get(name, learning_rate_schedule(config))
     make = lambda learning_rate: _base_optimizer(opt, learning_rate)
-    return frozen_for_first_steps(make, scaled, frozen[name]) if name in frozen else make(scaled)
+    return frozen_for_first_steps(make, schedule, frozen[name]) if name in frozen else make(schedule)
 
   if not groups:
-    tx = _base_optimizer(opt, schedule)
+    tx = _base_optimizer(opt, learning_rate_schedule(config))
   else:
-    transforms = {"default": _base_optimizer(opt, schedule), **{name: group_optimizer(name) for name in groups}}
+    transforms = {"default": _base_optimizer(opt, learning_rate_schedule(config))}
+    transforms.update({name: module_optimizer(name) for name in groups})
     label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in groups else "default", v) for k, v in params.items()}
     tx = optax.multi_transform(transforms, label)
   if opt.get("grad_clip_norm"):
