@@ -175,6 +175,8 @@ class MultiViewTransform(grain.transforms.RandomMap):
         view = view[:, ::-1]
       out[f'view{i}'] = np.ascontiguousarray(view)
     out['label'] = np.int32(element['label'])
+    if 'index' in element:  # the record's dataset index (see pipeline.make_train_iterator)
+      out['index'] = np.int32(element['index'])
     return out
 
   def __repr__(self) -> str:
