@@ -82,8 +82,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # paper: SGD with momentum 0.9
-  # paper: 0.03 at batch 256; the short CPU runs learn faster with a larger rate.
-  c.optimizer.base_learning_rate = 0.3
+  # paper: 0.03 x batch / 256. The short CPU runs learn faster with a larger rate; at 0.3 the
+  # backbone features grew until the online probe's loss exploded, and (MoCo) the first steps
+  # against the random initial queue pulled all embeddings together.
+  c.optimizer.base_learning_rate = 0.1
   c.optimizer.weight_decay = 5e-4  # paper: 5e-4 (official code)
   c.optimizer.momentum = 0.9
   c.optimizer.trust_coefficient = 1e-3  # unused by SGD

@@ -243,3 +243,17 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
   assert not np.array_equal(new_state.extra["queue"]["keys"][:16], np.asarray(state.extra["queue"]["keys"][:16], np.float64))
   moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), new_state.extra["key_params"], jax.device_get(state.extra["key_params"]))
   assert max(jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize("dictionary", ["end_to_end", "memory_bank"])
+def test_dictionary_baselines_same_on_1_and_8_devices_float64(dictionary):
+  config = tiny_config(**{"moco.dictionary": dictionary, "moco.bank_size": 1440})  # 1440 % 8 == 0: sharded
+  method = methods.make_method(config)
+  tx = optim.make_optimizer(config)
+  state = train.create_train_state(method, tx, jax.random.key(0))
+  batch = {k: v for k, v in _batch(config).items() if k in ("view0", "view1", "index")}
+  _, _, new_state = compare_one_step_float64(method, tx, config, state, batch)
+  assert "queue" not in new_state.extra and "key_params" not in new_state.extra
+  if dictionary == "memory_bank":
+    changed = np.any(new_state.extra["memory_bank"] != np.asarray(state.extra["memory_bank"], np.float64), axis=-1)
+    np.testing.assert_array_equal(np.flatnonzero(changed), np.sort(batch["index"]))

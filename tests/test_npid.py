@@ -103,3 +103,21 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
   assert np.isfinite(new_state.extra["log_normalizer"])
   changed = np.any(new_state.extra["memory_bank"] != np.asarray(state.extra["memory_bank"], np.float64), axis=-1)
   np.testing.assert_array_equal(np.flatnonzero(changed), np.sort(batch["index"]))
+
+
+def test_weighted_knn_with_k_200():
+  """NPID's kNN (k = 200, tau = 0.07): 20 class-1 neighbours at cosine 0.9 win with k = 20, and
+  lose with k = 200 to 180 class-0 neighbours at 0.85: 180 e^{0.85/0.07} > 20 e^{0.9/0.07}."""
+  from jaxssl.evaluation import knn
+
+  def at_similarity(s, n, direction):
+    x = np.zeros((n, 3))
+    x[:, 0], x[:, direction] = s, np.sqrt(1 - s**2)
+    return x
+
+  train_features = np.concatenate([at_similarity(0.9, 20, 1), at_similarity(0.85, 180, 2), at_similarity(-0.5, 100, 1)])
+  train_labels = np.array([1] * 20 + [0] * 180 + [1] * 100)
+  test = np.array([[1.0, 0.0, 0.0]])
+  assert 180 * np.exp(0.85 / 0.07) > 20 * np.exp(0.9 / 0.07)
+  assert knn.knn_predict(train_features, train_labels, test, k=20, temperature=0.07)[0] == 1
+  assert knn.knn_predict(train_features, train_labels, test, k=200, temperature=0.07)[0] == 0

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxssl import losses
+from jaxssl.data import sources
 from jaxssl.errors import UserError
 from jaxssl.parallel import DATA_AXIS
 
@@ -60,13 +61,21 @@ def enqueue(queue: dict, keys: jax.Array) -> dict:
   """
   size, batch = queue["keys"].shape[0], keys.shape[0]
   pointer = queue["pointer"]
-  updated = jax.lax.dynamic_update_slice(queue["keys"], keys.astype(queue["keys"].dtype), (pointer, 0))
+  start = (pointer, jnp.zeros_like(pointer))  # index types must match (int32 even under x64)
+  updated = jax.lax.dynamic_update_slice(queue["keys"], keys.astype(queue["keys"].dtype), start)
   return {"keys": updated, "pointer": (pointer + batch) % size}
 
 
 # ----------------------------------------------------------------------------------------------
 # Memory bank (NPID, and MoCo's memory-bank baseline).
 # ----------------------------------------------------------------------------------------------
+
+
+def memory_bank_size(data_config, configured: int) -> int:
+  """`configured` rows if set, else one per record of the training split."""
+  if configured:
+    return int(configured)
+  return len(sources.make_source(data_config, data_config.train_split))
 
 
 def init_memory_bank(rng: jax.Array, num_examples: int, dim: int) -> jax.Array:

@@ -30,7 +30,7 @@ import ml_collections
 from flax import nnx
 
 from jaxssl import losses, models, parallel
-from jaxssl.data import augment, sources
+from jaxssl.data import augment
 from jaxssl.methods import dictionaries
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
@@ -58,13 +58,6 @@ class ProjectionHead(nnx.Module):
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def num_training_examples(config: ml_collections.ConfigDict, configured: int) -> int:
-  """A memory bank's size: `configured` if set, else the size of the training split."""
-  if configured:
-    return int(configured)
-  return len(sources.make_source(config.data, config.data.train_split))
-
-
 class MoCo:
   """MoCo (and its end-to-end / memory-bank baselines) as pure functions."""
 
@@ -78,7 +71,7 @@ class MoCo:
       dictionaries.check_queue_size(cfg.queue_size, config.batch_size)
     self.num_groups = cfg.bn_groups if cfg.shuffle_bn else 1
     dictionaries.check_groups(config.batch_size, self.num_groups)
-    self.bank_size = num_training_examples(config, cfg.bank_size) if cfg.dictionary == "memory_bank" else 0
+    self.bank_size = dictionaries.memory_bank_size(config.data, cfg.bank_size) if cfg.dictionary == "memory_bank" else 0
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.head, self.probe = (functional.split_module(m)[0] for m in abstract)

@@ -25,7 +25,7 @@ from jaxssl.data import augment
 from jaxssl.methods import dictionaries
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
-from jaxssl.methods.moco import ProjectionHead, num_training_examples
+from jaxssl.methods.moco import ProjectionHead
 from jaxssl.models import functional
 
 LOSSES = ("nce", "softmax")
@@ -45,7 +45,7 @@ class NPID:
     self.num_classes = num_classes
     if config.npid.loss not in LOSSES:
       raise ValueError(f"config.npid.loss '{config.npid.loss}' is not known; choose one of {LOSSES}.")
-    self.bank_size = num_training_examples(config, config.npid.bank_size)
+    self.bank_size = dictionaries.memory_bank_size(config.data, config.npid.bank_size)
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.head, self.probe = (functional.split_module(m)[0] for m in abstract)
