@@ -250,3 +250,61 @@ def dino_loss(
   teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.promote_types(teacher_logits.dtype, jnp.float32)) - center)
   teacher_probs = jax.nn.softmax(teacher / teacher_temperature, axis=-1)
   return swapped_cross_entropy(teacher_probs, student_logits, student_temperature)
+def info_nce(queries: jax.Array, positive_keys: jax.Array, negative_keys: jax.Array, temperature: float) -> jax.Array:
+  """MoCo's contrastive loss against a shared set of negatives (He et al. 2020, eq. 1).
+
+  L_q = -log [ exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_{k-} exp(q.k- / tau)) ], averaged over q.
+
+  Args:
+    queries: q [B, D], L2-normalised.
+    positive_keys: k+ [B, D], L2-normalised; row b is the positive of query b.
+    negative_keys: k- [K, D], L2-normalised (the queue, or memory-bank samples).
+    temperature: tau (0.07 in MoCo v1, 0.2 in v2).
+  Returns:
+    A scalar: cross-entropy of (K+1)-way classification with the positive as class 0.
+  """
+  positive = jnp.sum(queries * positive_keys, axis=-1, keepdims=True)
+  negative = queries @ negative_keys.T
+  logits = jnp.concatenate([positive, negative], axis=-1) / temperature
+  return -jnp.mean(jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))[:, 0])
+
+
+def in_batch_info_nce(queries: jax.Array, keys: jax.Array, temperature: float) -> jax.Array:
+  """InfoNCE with the current batch as the dictionary (MoCo's "end-to-end" baseline, fig. 2a).
+
+  L = mean_i -log [ exp(q_i.k_i / tau) / sum_j exp(q_i.k_j / tau) ]; the B-1 other keys of the
+  (global) batch are the negatives. Inputs [B, D], L2-normalised.
+  """
+  logits = (queries @ keys.T) / temperature
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
+  return -jnp.mean(jnp.diagonal(log_probs))
+
+
+def nce_loss(
+    positive_similarity: jax.Array,
+    negative_similarity: jax.Array,
+    temperature: float,
+    log_normalizer: jax.Array,
+    num_examples: int,
+) -> jax.Array:
+  """NPID's noise-contrastive estimation loss (Wu et al. 2018, eqs. 4-7).
+
+  P(i|v) = exp(v_i.v / tau) / Z, with the normalising constant Z estimated once and then fixed.
+  With m noise samples from the uniform P_n = 1/N, h(i, v) = P(i|v) / (P(i|v) + m P_n) and
+
+    J = -mean_b [ log h(i_b, v_b) + sum_{j in noise} log(1 - h(j, v_b)) ].
+
+  Args:
+    positive_similarity: v_i.f_i [B], each feature against its own memory-bank entry.
+    negative_similarity: v_j.f_i [B, m], against the m noise samples.
+    temperature: tau (0.07).
+    log_normalizer: log Z.
+    num_examples: N, the number of training examples (the memory bank's size).
+  """
+  num_noise = negative_similarity.shape[-1]
+  log_noise = jnp.log(num_noise / num_examples)  # log(m P_n)
+  log_p_positive = positive_similarity / temperature - log_normalizer
+  log_p_negative = negative_similarity / temperature - log_normalizer
+  log_h_positive = log_p_positive - jnp.logaddexp(log_p_positive, log_noise)
+  log_one_minus_h_negative = log_noise - jnp.logaddexp(log_p_negative, log_noise)
+  return -jnp.mean(log_h_positive + jnp.sum(log_one_minus_h_negative, axis=-1))

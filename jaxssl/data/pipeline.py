@@ -134,6 +134,10 @@ class TrainIterator(grain.DatasetIterator):
     return f'TrainIterator(next_batch={self._next_batch}, {self._fingerprint})'
 
 
+def _with_index(index: int, record: dict[str, Any]) -> dict[str, Any]:
+  return {**record, 'index': np.int32(index)}
+
+
 def make_train_iterator(
     source: Any,
     *,
@@ -169,8 +173,9 @@ def make_train_iterator(
 
   Returns:
     A `TrainIterator` yielding `{'view0': uint8[b, S0, S0, 3], ...,
-    'label': int32[b]}` (label -1 for unlabelled data), plus
-    `'local_views': uint8[b, V, s, s, 3]` when `num_local_views` V > 0. Each epoch of the shard
+    'label': int32[b], 'index': int32[b]}` (label -1 for unlabelled data;
+    index: the record's position in `source`), plus `'local_views': uint8[b, V, s, s, 3]`
+    when `num_local_views` V > 0. Each epoch of the shard
     is reshuffled; the last incomplete batch of an epoch is dropped.
   """
   if process_count < 1 or not 0 <= process_index < process_count:
@@ -198,6 +203,9 @@ def make_train_iterator(
   pipeline_seed = _pipeline_seed(seed, process_index)
 
   ds = grain.MapDataset.source(source)
+  # Each record's position in the source, for methods that keep per-example state (NPID's
+  # memory bank); taken before sharding and shuffling, so it is the global dataset index.
+  ds = ds.map_with_index(_with_index)
   ds = ds[process_index : shard_size * process_count : process_count]
   ds = ds.seed(pipeline_seed)
   ds = ds.shuffle()  # Reseeded with the epoch by the `repeat` below.

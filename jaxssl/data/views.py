@@ -211,6 +211,8 @@ class MultiViewTransform(grain.transforms.RandomMap):
           for _ in range(self.num_local_views)
       ])
     out['label'] = np.int32(element['label'])
+    if 'index' in element:  # the record's dataset index (see pipeline.make_train_iterator)
+      out['index'] = np.int32(element['index'])
     return out
 
   def __repr__(self) -> str:

@@ -16,6 +16,8 @@ REGISTRY = {
     "vicreg": "jaxssl.methods.vicreg:VICReg",
     "swav": "jaxssl.methods.swav:SwAV",
     "dino": "jaxssl.methods.dino:DINO",
+    "moco": "jaxssl.methods.moco:MoCo",
+    "npid": "jaxssl.methods.npid:NPID",
 }
 
 
