@@ -76,3 +76,108 @@ def brave_loss(
     total += jnp.mean(normalized_regression(narrow_prediction, jax.lax.stop_gradient(broad_projection)))
     total += jnp.mean(normalized_regression(broad_prediction, jax.lax.stop_gradient(narrow_projection)))
   return total
+def _at_least_float32(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def negative_cosine_similarity(predictions: tuple[jax.Array, jax.Array], projections: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """SimSiam's symmetrised loss (Chen & He 2021, eqs. 1-4).
+
+  L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2,  D(p, z) = -mean_b cos(p_b, z_b)
+
+  Unlike BYOL the projections z come from the very network being trained, so the stop-gradient
+  here is what prevents collapse (the paper's table 1), not a statement of intent.
+
+  Args:
+    predictions: (p1, p2), the predictor outputs for views 1 and 2, each [B, D].
+    projections: (z1, z2), the projector outputs for views 1 and 2, each [B, D].
+  Returns:
+    A scalar in [-1, 1].
+  """
+  p1, p2 = predictions
+  z1, z2 = (jax.lax.stop_gradient(z) for z in projections)
+  cosine = lambda p, z: jnp.sum(l2_normalize(p) * l2_normalize(z), axis=-1)
+  return -0.5 * (jnp.mean(cosine(p1, z2)) + jnp.mean(cosine(p2, z1)))
+
+
+def batch_standardize(z: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """(z - mean_b z) / sqrt(var_b z + eps) per dimension: a BatchNorm without scale and offset.
+
+  The variance is the biased one (divided by B), as BatchNorm computes it.
+  """
+  z = _at_least_float32(z)
+  centred = z - jnp.mean(z, axis=0)
+  return centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=0) + eps)
+
+
+def cross_correlation(z1: jax.Array, z2: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Barlow Twins' C_ij = sum_b bs(z1)_bi bs(z2)_bj / B over the global batch, [D, D]."""
+  return batch_standardize(z1, eps).T @ batch_standardize(z2, eps) / z1.shape[0]
+
+
+def barlow_twins_terms(z1: jax.Array, z2: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+  """(invariance, redundancy) = (sum_i (1 - C_ii)^2, sum_{i != j} C_ij^2) of `cross_correlation`."""
+  c = cross_correlation(z1, z2, eps)
+  diagonal = jnp.diagonal(c)
+  invariance = jnp.sum((1.0 - diagonal) ** 2)
+  redundancy = jnp.sum(c * c) - jnp.sum(diagonal * diagonal)
+  return invariance, redundancy
+
+
+def barlow_twins_loss(z1: jax.Array, z2: jax.Array, redundancy_weight: float = 5e-3, eps: float = 1e-5) -> jax.Array:
+  """Barlow Twins (Zbontar et al. 2021, eq. 1): sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2.
+
+  Args:
+    z1, z2: projector outputs for the two views, each [B, D], B the global batch.
+    redundancy_weight: lambda, 5e-3 in the paper.
+    eps: added to the variance when standardising each dimension over the batch.
+  """
+  invariance, redundancy = barlow_twins_terms(z1, z2, eps)
+  return invariance + redundancy_weight * redundancy
+
+
+def _off_diagonal_squares_per_dimension(z: jax.Array) -> jax.Array:
+  """VICReg's c(Z) = sum_{i != j} Cov(Z)_ij^2 / D with the unbiased covariance over the batch."""
+  batch, dim = z.shape
+  centred = z - jnp.mean(z, axis=0)
+  covariance = centred.T @ centred / (batch - 1)
+  return (jnp.sum(covariance * covariance) - jnp.sum(jnp.diagonal(covariance) ** 2)) / dim
+
+
+def _std_hinge(z: jax.Array, target_std: float, eps: float) -> jax.Array:
+  """VICReg's v(Z) = mean_j max(0, gamma - sqrt(Var(z_j) + eps)), unbiased variance."""
+  std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
+  return jnp.mean(jax.nn.relu(target_std - std))
+
+
+def vicreg_terms(z1: jax.Array, z2: jax.Array, target_std: float = 1.0, eps: float = 1e-4) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """VICReg's (invariance, variance, covariance) terms (Bardes et al. 2022, eqs. 1-5).
+
+  invariance  s = mean_{b,j} (z1_bj - z2_bj)^2
+  variance    v = [v(Z1) + v(Z2)] / 2,  v(Z) = mean_j max(0, gamma - sqrt(Var_b(z_j) + eps))
+  covariance  c = c(Z1) + c(Z2),        c(Z) = sum_{i != j} Cov_b(Z)_ij^2 / D
+
+  These follow the official code, with which the 25/25/1 weights were tuned: the paper's eq. 6
+  writes s as a sum over dimensions (D times larger) and v(Z) + v(Z') without the 1/2.
+  Variance and covariance span the global batch, as the official code's all-gather does.
+  """
+  z1, z2 = _at_least_float32(z1), _at_least_float32(z2)
+  invariance = jnp.mean((z1 - z2) ** 2)
+  variance = 0.5 * (_std_hinge(z1, target_std, eps) + _std_hinge(z2, target_std, eps))
+  covariance = _off_diagonal_squares_per_dimension(z1) + _off_diagonal_squares_per_dimension(z2)
+  return invariance, variance, covariance
+
+
+def vicreg_loss(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    target_std: float = 1.0,
+    eps: float = 1e-4,
+) -> jax.Array:
+  """VICReg: lambda s + mu v + nu c with (lambda, mu, nu) = (25, 25, 1); see `vicreg_terms`."""
+  invariance, variance, covariance = vicreg_terms(z1, z2, target_std, eps)
+  return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance

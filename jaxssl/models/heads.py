@@ -19,6 +19,7 @@ class MLPHead(nnx.Module):
       out_features: int,
       *,
       num_hidden_layers: int = 1,
+      output_norm: bool = False,
       dtype: Any = jnp.float32,
       rngs: nnx.Rngs,
   ):
@@ -30,9 +31,16 @@ class MLPHead(nnx.Module):
       features = hidden_features
     self.hidden = nnx.List(layers)
     self.output = nnx.Linear(features, out_features, dtype=dtype, rngs=rngs)
+    # SimSiam's projector ends in a BatchNorm without scale and offset (Chen & He 2021, 4.2).
+    self.output_norm = (
+        nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, use_scale=False, use_bias=False, dtype=dtype, rngs=rngs)
+        if output_norm else None
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for linear, norm in zip(self.hidden[::2], self.hidden[1::2]):
       x = nnx.relu(norm(linear(x)))
     x = self.output(x)
+    if self.output_norm is not None:
+      x = self.output_norm(x)
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32, f64 stays
