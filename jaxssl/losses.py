@@ -52,6 +52,32 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array
   return -jnp.sum(picked * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
+def brave_loss(
+    narrow: tuple[jax.Array, jax.Array], broad: tuple[tuple[jax.Array, jax.Array], ...]
+) -> jax.Array:
+  """BraVe's symmetric regression between a narrow view and K broad views (Recasens et al. 2021, eq. 2-3).
+
+  L = sum_k mean_b ||norm(h(g(f_n))) - sg(norm(g(f_b^k)))||^2 + ||norm(h(g(f_b^k))) - sg(norm(g(f_n)))||^2
+
+  There is no target network: the stop-gradient falls on the projections of the SAME (online)
+  networks, which is what makes it BraVe rather than BYOL.
+
+  Args:
+    narrow: (prediction h(g(f_n)), projection g(f_n)) of the narrow view, each [B, D].
+    broad: one (prediction, projection) pair per broad view.
+  Returns:
+    A scalar in [0, 8K].
+  """
+  if not broad:
+    raise ValueError("BraVe needs at least one broad view; add one to config.brave.broad_views.")
+  narrow_prediction, narrow_projection = narrow
+  total = 0.0
+  for broad_prediction, broad_projection in broad:
+    total += jnp.mean(normalized_regression(narrow_prediction, jax.lax.stop_gradient(broad_projection)))
+    total += jnp.mean(normalized_regression(broad_prediction, jax.lax.stop_gradient(narrow_projection)))
+  return total
+
+
 def _at_least_float32(x: jax.Array) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 

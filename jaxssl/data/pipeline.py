@@ -151,6 +151,7 @@ def make_train_iterator(
     worker_count: int = 0,
     num_threads: int = 2,
     prefetch_batches: int = 4,
+    transform: grain.transforms.RandomMap | None = None,
 ) -> TrainIterator:
   """Returns this process's infinite iterator of batches of random views.
 
@@ -170,6 +171,8 @@ def make_train_iterator(
       Does not change the batches.
     num_threads: threads preparing batches in each process.
     prefetch_batches: number of batches prepared ahead.
+    transform: a random map from a record to the batch's fields, replacing the
+      image views of `view_specs` (e.g. the clip views of a video method).
 
   Returns:
     A `TrainIterator` yielding `{'view0': uint8[b, S0, S0, 3], ...,
@@ -197,9 +200,10 @@ def make_train_iterator(
         f'{max(num_records // process_count, 1) * process_count}.'
     )
   shard_size = num_records // process_count
-  transform = views_lib.MultiViewTransform(
-      view_specs, local_view_spec, num_local_views
-  )
+  if transform is None:
+    transform = views_lib.MultiViewTransform(
+        view_specs, local_view_spec, num_local_views
+    )
   pipeline_seed = _pipeline_seed(seed, process_index)
 
   ds = grain.MapDataset.source(source)

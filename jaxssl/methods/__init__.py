@@ -11,6 +11,7 @@ from jaxssl.methods.base import Method, TrainState  # noqa: F401
 # config.method -> "module:class"; modules are imported only when their method is used.
 REGISTRY = {
     "byol": "jaxssl.methods.byol:BYOL",
+    "brave": "jaxssl.methods.brave:BraVe",
     "barlow_twins": "jaxssl.methods.barlow_twins:BarlowTwins",
     "simsiam": "jaxssl.methods.simsiam:SimSiam",
     "vicreg": "jaxssl.methods.vicreg:VICReg",
