@@ -11,6 +11,8 @@ from jaxssl.methods.base import Method, TrainState  # noqa: F401
 # config.method -> "module:class"; modules are imported only when their method is used.
 REGISTRY = {
     "byol": "jaxssl.methods.byol:BYOL",
+    "simclr": "jaxssl.methods.simclr:SimCLR",
+    "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
 }
 
 
