@@ -10,6 +10,7 @@ import ml_collections
 import optax
 
 from jaxssl import schedules
+from jaxssl.models.vit import PATCH_EMBEDDING
 
 OPTIMIZERS = ("lars", "adamw", "sgd")
 
@@ -32,6 +33,25 @@ def decay_mask(params: Any) -> Any:
     return p.ndim > 1 and top not in PROBE_KEYS
 
   return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def freezes_patch_embedding(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config asks for MoCo v3's frozen random patch projection of a ViT."""
+  vit_options = config.model.get("vit", None) or {}
+  return config.model.backbone.startswith("vit") and bool(vit_options.get("freeze_patch_embedding", False))
+
+
+def frozen_mask(params: Any) -> Any:
+  """True for the ViT patch projection's parameters (any top-level module), else False.
+
+  The model already stops their gradient; the optimizer must not move them either, and AdamW's
+  decoupled weight decay would, so `make_optimizer` zeroes their updates.
+  """
+
+  def frozen(path, _):
+    return PATCH_EMBEDDING in [getattr(entry, "key", None) for entry in path]
+
+  return jax.tree_util.tree_map_with_path(frozen, params)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
@@ -162,4 +182,6 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   if opt.get("grad_clip_norm"):
     clip = clip_each_by_norm if opt.get("grad_clip_per_tensor") else optax.clip_by_global_norm
     tx = optax.chain(clip(opt.grad_clip_norm), tx)
+  if freezes_patch_embedding(config):
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen_mask))
   return tx

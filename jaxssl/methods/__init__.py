@@ -19,6 +19,8 @@ REGISTRY = {
     "dino": "jaxssl.methods.dino:DINO",
     "moco": "jaxssl.methods.moco:MoCo",
     "npid": "jaxssl.methods.npid:NPID",
+    "simclr": "jaxssl.methods.simclr:SimCLR",
+    "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
 }
 
 

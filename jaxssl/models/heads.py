@@ -31,7 +31,8 @@ class MLPHead(nnx.Module):
       features = hidden_features
     self.hidden = nnx.List(layers)
     self.output = nnx.Linear(features, out_features, dtype=dtype, rngs=rngs)
-    # SimSiam's projector ends in a BatchNorm without scale and offset (Chen & He 2021, 4.2).
+    # SimSiam's projector (Chen & He 2021, 4.2) and MoCo v3's heads end in a BatchNorm without
+    # scale and offset.
     self.output_norm = (
         nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, use_scale=False, use_bias=False, dtype=dtype, rngs=rngs)
         if output_norm else None
