@@ -124,7 +124,7 @@ def test_vit_variants_have_the_papers_sizes():
 
 
 def test_patchify_cuts_raster_ordered_patches():
-  images = np.random.default_rng(0).normal(size=(2, 8, 12, 3))
+  images = np.random.default_rng(0).normal(size=(2, 8, 12, 3)).astype(np.float32)
   patches = np.asarray(vit.patchify(jnp.asarray(images), 4))
   assert patches.shape == (2, 6, 48)
   for row in range(2):
