@@ -79,7 +79,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.optimizer.exclude_bias_and_norm = True  # paper: biases and BN excluded from wd and LARS adaptation
   c.optimizer.warmup_steps = 20  # paper: 10 epochs
   c.optimizer.grad_clip_norm = 0.0  # 0: no clipping
-  c.optimizer.lr_multipliers = ml_collections.ConfigDict()
+  c.optimizer.lr_multipliers = ml_collections.ConfigDict(dict(predictor=1.0))  # per-module lr factors
 
   c.byol = ml_collections.ConfigDict()
   c.byol.base_target_decay = 0.99  # paper: 0.996 for 1000 epochs; 0.99 for short runs (solo-learn)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -54,11 +55,15 @@ def frozen_mask(params: Any) -> Any:
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
-  """Warm-up + cosine schedule with the linear scaling rule lr = base * batch / 256."""
+  """Warm-up + cosine schedule with the linear scaling rule lr = base * batch / 256.
+
+  The cosine ends at `optimizer.final_learning_rate_fraction` (default 0) of the peak.
+  """
   opt = config.optimizer
   peak = schedules.scaled_learning_rate(opt.base_learning_rate, config.batch_size)
   return lambda step: schedules.warmup_cosine(
-      step, base_value=peak, total_steps=config.total_steps, warmup_steps=opt.warmup_steps
+      step, base_value=peak, total_steps=config.total_steps, warmup_steps=opt.warmup_steps,
+      final_value=peak * opt.get("final_learning_rate_fraction", 0.0),
   )
 
 
@@ -85,25 +90,98 @@ def _base_optimizer(opt: ml_collections.ConfigDict, learning_rate) -> optax.Grad
   raise ValueError(f"config.optimizer.name '{opt.name}' is not known; choose one of {OPTIMIZERS}.")
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optimizer for `config`, with `optimizer.lr_multipliers` {top-level module: factor}.
+class FrozenState(NamedTuple):
+  count: jax.Array  # updates seen, frozen ones included
+  inner: Any  # the wrapped optimizer's state, untouched while frozen
 
-  A multiplier scales that module's learning rate at every step (BraVe's predictor x10);
-  modules not named use the schedule as is.
+
+def frozen_for_first_steps(
+    make_optimizer: Callable[[Callable], optax.GradientTransformation], schedule: Callable, steps: int
+) -> optax.GradientTransformation:
+  """An optimizer that leaves its parameters untouched for the first `steps` updates.
+
+  As PyTorch does for a parameter whose gradient is None (SwAV's prototypes and DINO's last layer
+  in the first epoch): no update, no weight decay, no momentum or Adam statistics. The wrapped
+  optimizer starts afresh at step `steps`, with the learning rate the schedule gives there.
+  """
+  inner = make_optimizer(lambda count: schedule(count + steps))
+
+  def init(params):
+    return FrozenState(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
+
+  def update(updates, state, params=None):
+    new_updates, new_inner = inner.update(updates, state.inner, params)
+    frozen = state.count < steps
+    keep_old = lambda old, new: jnp.where(frozen, old, new).astype(new.dtype)
+    new_updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
+    new_inner = jax.tree.map(keep_old, state.inner, new_inner)
+    return new_updates, FrozenState(count=optax.safe_increment(state.count), inner=new_inner)
+
+  return optax.GradientTransformation(init, update)
+
+
+def clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
+  """Scales each gradient tensor separately to norm <= max_norm (DINO's `clip_gradients`)."""
+
+  def clip(updates, state, params=None):
+    del params
+    def one(g):
+      norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+      return g * jnp.minimum(1.0, max_norm / (norm + 1e-6)).astype(g.dtype)
+    return jax.tree.map(one, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), clip)
+
+
+def module_learning_rates(config: ml_collections.ConfigDict) -> dict[str, Callable[[Any], Any]]:
+  """Schedules of the top-level modules whose learning rate differs from the default one.
+
+  `optimizer.lr_multipliers` {module: factor} scales a module's schedule (BraVe's predictor x10);
+  `optimizer.constant_lr_modules` (module names) holds a module at the peak learning rate from the
+  first step to the last, with no warm-up and no decay (SimSiam's predictor, Chen & He 2021, 4.4).
   """
   opt = config.optimizer
   schedule = learning_rate_schedule(config)
+  peak = schedules.scaled_learning_rate(opt.base_learning_rate, config.batch_size)
   multipliers = dict(opt.get("lr_multipliers", {}) or {})
-  if not multipliers:
-    tx = _base_optimizer(opt, schedule)
+  constant = tuple(opt.get("constant_lr_modules", ()) or ())
+
+  def module_schedule(name):
+    factor = multipliers.get(name, 1.0)
+    if name in constant:
+      return lambda step: factor * jnp.full(jnp.shape(step), peak, jnp.float32)
+    return lambda step: factor * schedule(step)
+
+  return {name: module_schedule(name) for name in (*multipliers, *constant)}
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optimizer for `config`; modules in `module_learning_rates` get their own schedule.
+
+  Modules not named there use the default warm-up + cosine schedule. `optimizer.frozen_steps`
+  {module: steps} leaves a module untouched for its first steps (SwAV's prototypes, DINO's last
+  layer; see `frozen_for_first_steps`).
+  """
+  opt = config.optimizer
+  special = module_learning_rates(config)
+  frozen = {name: int(steps) for name, steps in dict(opt.get("frozen_steps", {}) or {}).items() if steps}
+  groups = set(special) | set(frozen)
+
+  def module_optimizer(name):
+    schedule = special.get(name, learning_rate_schedule(config))
+    make = lambda learning_rate: _base_optimizer(opt, learning_rate)
+    return frozen_for_first_steps(make, schedule, frozen[name]) if name in frozen else make(schedule)
+
+  if not groups:
+    tx = _base_optimizer(opt, learning_rate_schedule(config))
   else:
-    transforms = {"default": _base_optimizer(opt, schedule)}
-    for name, factor in multipliers.items():
-      transforms[name] = _base_optimizer(opt, lambda step, f=factor: f * schedule(step))
-    label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in multipliers else "default", v) for k, v in params.items()}
+    transforms = {"default": _base_optimizer(opt, learning_rate_schedule(config))}
+    transforms.update({name: module_optimizer(name) for name in groups})
+    label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in groups else "default", v) for k, v in params.items()}
     tx = optax.multi_transform(transforms, label)
   if opt.get("grad_clip_norm"):
-    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    clip = clip_each_by_norm if opt.get("grad_clip_per_tensor") else optax.clip_by_global_norm
+    tx = optax.chain(clip(opt.grad_clip_norm), tx)
   if freezes_patch_embedding(config):
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen_mask))
   return tx

@@ -1,82 +1,99 @@
-"""NT-Xent (SimCLR) and MoCo v3's InfoNCE against closed forms and a NumPy loop written from the papers."""
+"""InfoNCE (MoCo, end-to-end) and NPID's NCE loss against NumPy written from the papers'
+equations; the queue's FIFO order; the memory bank's update; the momentum update."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxssl import losses
+from jaxssl.errors import UserError
+from jaxssl.methods import dictionaries, npid
 
 
-def _normalize(x):
-  return x / np.linalg.norm(x, axis=1, keepdims=True)
+def _unit(rng, *shape):
+  x = rng.normal(size=shape)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _nt_xent_numpy(z1, z2, tau):
-  """SimCLR algorithm 1, one anchor at a time: l(i, j) = -log exp(s_ij) / sum_{k != i} exp(s_ik)."""
-  z = _normalize(np.concatenate([z1, z2]).astype(np.float64))
-  n, half = len(z), len(z1)
-  total = 0.0
-  for i in range(n):
-    positive = (i + half) % n
-    others = [np.exp(z[i] @ z[k] / tau) for k in range(n) if k != i]
-    total += -np.log(np.exp(z[i] @ z[positive] / tau) / np.sum(others))
-  return total / n
-
-
-def _ctr_numpy(q, k, tau):
-  """MoCo v3 algorithm 1's ctr(q, k): cross-entropy of q_i against all keys, positive k_i, times 2 tau."""
-  q, k = _normalize(q.astype(np.float64)), _normalize(k.astype(np.float64))
-  total = 0.0
-  for i in range(len(q)):
-    scores = np.array([q[i] @ k[j] / tau for j in range(len(k))])
-    total += -(scores[i] - np.log(np.sum(np.exp(scores))))
-  return total / len(q) * 2 * tau
-
-
-def test_nt_xent_closed_form():
-  # Two images whose views coincide and are orthogonal to the other image's: each anchor has
-  # similarity 1 to its positive and 0 to both negatives, so L = log((e + 2) / e) at tau = 1.
-  z = np.eye(2, dtype=np.float32)
-  np.testing.assert_allclose(losses.nt_xent_loss(z, z, 1.0), np.log((np.e + 2) / np.e), rtol=1e-6)
-  # The scale of z does not matter (cosine similarity); the temperature does.
-  np.testing.assert_allclose(losses.nt_xent_loss(3 * z, z, 0.5), np.log((np.e**2 + 2) / np.e**2), rtol=1e-6)
-
-
-@pytest.mark.parametrize("tau", [0.1, 0.5])
-def test_nt_xent_matches_numpy_loop(tau):
+def test_info_nce_by_hand():
   rng = np.random.default_rng(0)
-  z1, z2 = rng.normal(size=(2, 6, 5)).astype(np.float32)
-  np.testing.assert_allclose(losses.nt_xent_loss(z1, z2, tau), _nt_xent_numpy(z1, z2, tau), rtol=1e-5)
+  q, k, queue = _unit(rng, 3, 4), _unit(rng, 3, 4), _unit(rng, 5, 4)
+  tau = 0.2
+  expected = 0.0
+  for b in range(3):
+    positive = np.exp(q[b] @ k[b] / tau)
+    negatives = sum(np.exp(q[b] @ n / tau) for n in queue)
+    expected += -np.log(positive / (positive + negatives)) / 3
+  np.testing.assert_allclose(losses.info_nce(q, k, queue, tau), expected, rtol=1e-5)
 
 
-def test_nt_xent_gradients_finite_and_symmetric_in_views():
+def test_info_nce_tiny_case_in_closed_form():
+  # q = k+ = e1, one negative e2 (orthogonal): L = -log(e^{1/tau} / (e^{1/tau} + 1)).
+  e1, e2 = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+  tau = 0.5
+  np.testing.assert_allclose(losses.info_nce(e1, e1, e2, tau), np.log1p(np.exp(-2.0)), rtol=1e-6)
+
+
+def test_in_batch_info_nce_by_hand():
   rng = np.random.default_rng(1)
-  z1, z2 = jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32)
-  grads = jax.grad(losses.nt_xent_loss, argnums=(0, 1))(z1, z2, 0.2)
-  assert all(np.isfinite(g).all() for g in grads)
-  # Swapping the views permutes the 2B anchors, which leaves the mean unchanged.
-  np.testing.assert_allclose(losses.nt_xent_loss(z1, z2, 0.2), losses.nt_xent_loss(z2, z1, 0.2), rtol=1e-6)
+  q, k = _unit(rng, 4, 3), _unit(rng, 4, 3)
+  tau = 0.07
+  expected = np.mean([-np.log(np.exp(q[i] @ k[i] / tau) / sum(np.exp(q[i] @ k[j] / tau) for j in range(4))) for i in range(4)])
+  np.testing.assert_allclose(losses.in_batch_info_nce(q, k, tau), expected, rtol=1e-5)
 
 
-def test_moco_v3_closed_form():
-  # q_i = k_i orthonormal, tau = 1: each ctr term is -log(e / (e + 1)) * 2, and there are two.
-  q = np.eye(2, dtype=np.float32)
-  expected = 2 * 2 * np.log((np.e + 1) / np.e)
-  np.testing.assert_allclose(losses.moco_v3_loss((q, q), (q, q), 1.0), expected, rtol=1e-6)
-
-
-@pytest.mark.parametrize("tau", [0.2, 1.0])
-def test_moco_v3_matches_numpy_loop(tau):
+def test_nce_loss_by_hand():
   rng = np.random.default_rng(2)
-  q1, q2, k1, k2 = rng.normal(size=(4, 6, 5)).astype(np.float32)
-  expected = _ctr_numpy(q1, k2, tau) + _ctr_numpy(q2, k1, tau)
-  np.testing.assert_allclose(losses.moco_v3_loss((q1, q2), (k1, k2), tau), expected, rtol=1e-5)
+  positive, negative = rng.uniform(-1, 1, 3), rng.uniform(-1, 1, (3, 5))
+  tau, z, n = 0.07, 40.0, 1000
+  noise = 5 / n  # m * P_n with m = 5 noise samples and P_n = 1/N
+  expected = 0.0
+  for b in range(3):
+    p = np.exp(positive[b] / tau) / z
+    term = np.log(p / (p + noise))
+    for s in negative[b]:
+      p_noise = np.exp(s / tau) / z
+      term += np.log(1 - p_noise / (p_noise + noise))
+    expected -= term / 3
+  np.testing.assert_allclose(losses.nce_loss(positive, negative, tau, np.log(z), n), expected, rtol=1e-5)
 
 
-def test_moco_v3_keys_get_no_gradient():
+def test_log_normalizer_estimate_by_hand():
+  s = np.array([[0.1, -0.3, 0.5], [0.2, 0.0, -0.1]])
+  expected = np.log(np.mean(np.exp(s / 0.07)) * 500)
+  np.testing.assert_allclose(npid.estimate_log_normalizer(jnp.asarray(s), 0.07, 500), expected, rtol=1e-5)
+
+
+def test_queue_is_fifo_and_wraps_around():
+  queue = {"keys": jnp.zeros((6, 1)), "pointer": jnp.zeros((), jnp.int32)}
+  written = []
+  for batch in range(4):  # 4 batches of 2 into 6 slots: the 4th overwrites the 1st
+    keys = jnp.asarray([[10.0 * batch + 1], [10.0 * batch + 2]])
+    queue = dictionaries.enqueue(queue, keys)
+    written.append(np.asarray(keys[:, 0]))
+    assert int(queue["pointer"]) == 2 * (batch + 1) % 6
+  np.testing.assert_array_equal(queue["keys"][:, 0], [31, 32, 11, 12, 21, 22])
+
+
+def test_queue_size_must_be_a_multiple_of_the_batch():
+  with pytest.raises(UserError, match=r"queue_size=100 is not a multiple of the global batch size config.batch_size=16.*e.g. 96"):
+    dictionaries.check_queue_size(100, 16)
+  dictionaries.check_queue_size(96, 16)
+
+
+def test_momentum_update():
+  target = {"w": jnp.asarray([1.0, 2.0])}
+  online = {"w": jnp.asarray([3.0, -2.0])}
+  new = dictionaries.momentum_update(target, online, 0.9)
+  np.testing.assert_allclose(new["w"], [0.9 * 1 + 0.1 * 3, 0.9 * 2 - 0.1 * 2], rtol=1e-6)
+
+
+def test_memory_bank_update_by_hand():
   rng = np.random.default_rng(3)
-  q1, q2, k1, k2 = jnp.asarray(rng.normal(size=(4, 4, 3)), jnp.float32)
-  grad_q, grad_k = jax.grad(lambda q, k: losses.moco_v3_loss(q, k, 0.2), argnums=(0, 1))((q1, q2), (k1, k2))
-  assert all(np.abs(g).max() > 0 for g in grad_q)
-  assert all(np.abs(g).max() == 0 for g in grad_k)
+  bank, features = _unit(rng, 5, 3).astype(np.float32), _unit(rng, 2, 3).astype(np.float32)
+  indices = np.array([3, 0])
+  new = np.asarray(dictionaries.update_memory_bank(jnp.asarray(bank), jnp.asarray(indices), jnp.asarray(features), 0.5))
+  for row, i in enumerate(indices):
+    mixed = 0.5 * bank[i] + 0.5 * features[row]
+    np.testing.assert_allclose(new[i], mixed / np.linalg.norm(mixed), rtol=1e-5)
+  np.testing.assert_array_equal(new[[1, 2, 4]], bank[[1, 2, 4]])  # untouched rows

@@ -53,11 +53,11 @@ class MoCoV3:
     dtype = models.compute_dtype(cfg.dtype)
     projector = MLPHead(
         backbone.num_features, cfg.projector_hidden_dim, cfg.projection_dim,
-        num_hidden_layers=cfg.projector_num_layers - 1, output_batch_norm=True, dtype=dtype, rngs=rngs,
+        num_hidden_layers=cfg.projector_num_layers - 1, output_norm=True, dtype=dtype, rngs=rngs,
     )
     predictor = MLPHead(
         cfg.projection_dim, cfg.predictor_hidden_dim, cfg.projection_dim,
-        num_hidden_layers=cfg.predictor_num_layers - 1, output_batch_norm=cfg.predictor_output_batch_norm,
+        num_hidden_layers=cfg.predictor_num_layers - 1, output_norm=cfg.predictor_output_batch_norm,
         dtype=dtype, rngs=rngs,
     )
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)

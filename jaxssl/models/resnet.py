@@ -1,4 +1,4 @@
-"""ResNet-18/34/50 encoders in flax NNX, with an ImageNet stem and a small-image stem.
+"""ResNet-18/34/50 encoders in flax NNX, with ImageNet, half-resolution and small-image stems.
 
 The encoder maps images [B, H, W, 3] to globally average-pooled features [B, D]; heads live in
 `heads.py`. BatchNorm normalises over the whole (global) batch under sharded `jax.jit`, which
@@ -20,7 +20,12 @@ _DEPTHS = {
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
 }
-STEMS = ("imagenet", "small")
+# stem name -> (kernel, stride, max-pool): how fast the stem reduces resolution before stage 1.
+STEMS = {
+    "imagenet": (7, 2, True),  # /4: 224 px ImageNet images
+    "half": (3, 2, False),  # /2: 24-64 px images on a budget (stage 1 at half resolution)
+    "small": (3, 1, False),  # /1: CIFAR-style 32 px images, 4x the compute of 'half'
+}
 
 
 def _batch_norm(features: int, dtype: Any, rngs: nnx.Rngs, zero_scale: bool = False) -> nnx.BatchNorm:
@@ -105,7 +110,7 @@ class BottleneckBlock(nnx.Module):
 class ResNetConfig:
   depth: int = 50
   width_multiplier: float = 1.0
-  stem: str = "imagenet"  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': one 3x3/1 conv (CIFAR-style).
+  stem: str = "imagenet"  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'half': one 3x3/2 conv; 'small': one 3x3/1 conv.
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
 
 
@@ -116,12 +121,11 @@ class ResNet(nnx.Module):
     if config.depth not in _DEPTHS:
       raise ValueError(f"ResNet depth {config.depth} is not supported; choose one of {sorted(_DEPTHS)}.")
     if config.stem not in STEMS:
-      raise ValueError(f"ResNet stem '{config.stem}' is not supported; choose one of {STEMS}.")
+      raise ValueError(f"ResNet stem '{config.stem}' is not supported; choose one of {tuple(STEMS)}.")
     block_kind, stage_sizes = _DEPTHS[config.depth]
     block_cls = BasicBlock if block_kind == "basic" else BottleneckBlock
     base = max(1, int(round(64 * config.width_multiplier)))
-    self.stem_kind = config.stem
-    stem_kernel, stem_stride = (7, 2) if config.stem == "imagenet" else (3, 1)
+    stem_kernel, stem_stride, self.stem_max_pool = STEMS[config.stem]
     self.stem_conv = _conv(3, base, stem_kernel, stem_stride, config.dtype, rngs)
     self.stem_bn = _batch_norm(base, config.dtype, rngs)
     blocks = []
@@ -135,10 +139,15 @@ class ResNet(nnx.Module):
     self.blocks = nnx.List(blocks)
     self.num_features = in_features
 
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def stem(self, images: jax.Array) -> jax.Array:
+    """The input of the first stage."""
     x = nnx.relu(self.stem_bn(self.stem_conv(images)))
-    if self.stem_kind == "imagenet":
+    if self.stem_max_pool:
       x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return x
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = self.stem(images)
     for block in self.blocks:
       x = block(x)
     features = jnp.mean(x, axis=(1, 2))

@@ -1,0 +1,96 @@
+"""Two augmented views through one shared network, with no target network.
+
+Barlow Twins, VICReg and SimSiam share everything but their heads and their objective: each view
+goes through the same encoder f and projector g (and, for SimSiam, a predictor h), with its own
+forward pass and so its own BatchNorm statistics, and gradients flow through both branches.
+A subclass names its heads (`_heads`) and its loss on the two views' outputs (`objective`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from jaxssl import models
+from jaxssl.data import augment
+from jaxssl.methods.base import TrainState
+from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
+from jaxssl.models import functional
+
+
+class SiameseMethod:
+  """Encoder + heads shared by both views; see the module docstring."""
+
+  # Heads applied in this order after the encoder; a subclass may leave out 'predictor'.
+  HEADS: tuple[str, ...] = ("projector",)
+
+  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
+    self.config = config
+    self.num_classes = num_classes
+    self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
+    if len(self.view_specs) != 2:
+      raise ValueError(f"config.augment.views has {len(self.view_specs)} views; {config.method} needs exactly 2.")
+    # Only the static structure is kept; `nnx.eval_shape` traces shapes without drawing weights.
+    abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
+    self.modules = {name: functional.split_module(m)[0] for name, m in abstract.items()}
+
+  def _heads(self, num_features: int, dtype: Any, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+    """{head name: module} for the names in HEADS."""
+    raise NotImplementedError
+
+  def objective(self, outputs: tuple[dict, dict]) -> tuple[jax.Array, dict]:
+    """(loss, metrics) from each view's {'projection': ..., 'prediction': ...} outputs."""
+    raise NotImplementedError
+
+  def _networks(self, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+    cfg = self.config.model
+    backbone = models.make_backbone(cfg, rngs)
+    networks = {"backbone": backbone, **self._heads(backbone.num_features, models.compute_dtype(cfg.dtype), rngs)}
+    networks["probe"] = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
+    return networks
+
+  def init(self, rng: jax.Array) -> tuple[dict, dict]:
+    split = {name: functional.split_module(m) for name, m in self._networks(nnx.Rngs(rng)).items()}
+    params = {name: p for name, (_, p, _) in split.items()}
+    stats = {name: s for name, (_, _, s) in split.items() if name != "probe"}  # a Linear layer has none
+    if not self.num_classes:
+      del params["probe"]
+    return params, {"batch_stats": stats}
+
+  def _forward(self, params, stats, images):
+    """Features and head outputs of one view, and the batch statistics after it."""
+    new_stats = dict(stats)
+    x, new_stats["backbone"] = self.modules["backbone"](params["backbone"], stats["backbone"], images, train=True)
+    outputs = {"features": x}
+    for name, output_name in zip(self.HEADS, ("projection", "prediction")):
+      x, new_stats[name] = self.modules[name](params[name], stats[name], x, train=True)
+      outputs[output_name] = x
+    return outputs, new_stats
+
+  def loss(self, params, extra, batch, rng, step):
+    del step
+    views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
+    stats = extra["batch_stats"]
+    outputs = []
+    for images in views:
+      # Each view gets its own forward pass (and so its own BN batch statistics), as in the papers.
+      view_outputs, stats = self._forward(params, stats, images)
+      outputs.append(view_outputs)
+    loss, metrics = self.objective(tuple(outputs))
+    metrics["embedding_std"] = embedding_std(outputs[0]["projection"])
+    total = loss
+    if self.num_classes:
+      probe_loss, probe_accuracy = linear_probe_loss(self.modules["probe"], params["probe"], outputs[0]["features"], batch["label"])
+      total = total + probe_loss
+      metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
+    return total, {"batch_stats": stats, "metrics": metrics}
+
+  def after_update(self, state: TrainState, aux: dict) -> dict:
+    return {"batch_stats": aux["batch_stats"]}
+
+  def embed(self, params, extra, images, *, train: bool = False):
+    features, _ = self.modules["backbone"](params["backbone"], extra["batch_stats"]["backbone"], images, train=train)
+    return features
