@@ -68,8 +68,8 @@ def setup():
   ]
   batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
   tx = optim.make_optimizer(config)
-  state = train.create_train_state(method, tx, jax.random.key(0))
-  return config, method, tx, state, batch
+  state = jax.jit(lambda rng: train.create_train_state(method, tx, rng))(jax.random.key(0))
+  return config, method, tx, jax.device_get(state), batch
 
 
 def test_views_have_the_configured_shapes(setup):
