@@ -165,3 +165,16 @@ def test_eval_clips_are_centred_narrow_views(setup):
   start = (builtin_av.NUM_FRAMES - 4) // 2
   expected = video.center_view(source.videos[0][start : start + 4], 16)
   np.testing.assert_array_equal(arrays["clip"][0], expected)
+
+
+def test_config_mistakes_name_the_fix():
+  from jaxssl.errors import UserError
+
+  config = tiny_config()
+  config.unlock()
+  config.brave.broad_views[1].width_multiplier = 0.125  # audio features 64 != narrow 32
+  with pytest.raises(UserError, match="same feature size"):
+    methods.make_method(config)
+  config.brave.broad_views = []
+  with pytest.raises(UserError, match="at least one broad view"):
+    methods.make_method(config)
