@@ -23,6 +23,7 @@ from absl import logging
 
 from jaxssl import checkpoint, methods, optim, parallel
 from jaxssl.data import augment, pipeline, sources
+from jaxssl.data import views as views_lib
 from jaxssl.errors import UserError
 from jaxssl.evaluation import knn, linear, monitors, plots
 from jaxssl.methods.base import TrainState
@@ -51,6 +52,8 @@ def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Cal
     (loss, aux), grads = grad_fn(state.params, state.extra, batch, step_rng, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if hasattr(method, "project_params"):  # e.g. SwAV's prototypes back onto the unit sphere
+      params = method.project_params(params)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     state = state.replace(extra=method.after_update(state, aux))
     metrics = {
@@ -352,6 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       per_process_batch_size=per_process_batch,
       view_specs=_host_view_specs(config, method),
       transform=method.host_transform(train_source) if hasattr(method, "host_transform") else None,
+      **views_lib.local_view_settings(config.get("augment")),
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       worker_count=config.data.worker_count,
@@ -501,16 +505,20 @@ def _write_json(path: str, value) -> None:
 
 
 def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method) -> None:
-  del method
   eval_dir = os.path.join(workdir, "eval")
   _write_json(os.path.join(eval_dir, "summary.json"), summary)
   _write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
   baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
   written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
+  # A method may export another copy of the backbone than the one it trains (DINO's teacher).
+  if hasattr(method, "export_backbone"):
+    backbone, backbone_stats = method.export_backbone(state)
+  else:
+    backbone, backbone_stats = state.params["backbone"], state.extra["batch_stats"]["backbone"]
   exported = checkpoint.export_backbone(
       os.path.join(workdir, "export", "backbone"),
-      jax.device_get(state.params["backbone"]),
-      jax.device_get(state.extra["batch_stats"]["backbone"]),
+      jax.device_get(backbone),
+      jax.device_get(backbone_stats),
       config.to_json_best_effort(indent=2),
   )
   print(json.dumps(summary, indent=2))

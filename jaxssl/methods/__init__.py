@@ -15,6 +15,12 @@ REGISTRY = {
     "barlow_twins": "jaxssl.methods.barlow_twins:BarlowTwins",
     "simsiam": "jaxssl.methods.simsiam:SimSiam",
     "vicreg": "jaxssl.methods.vicreg:VICReg",
+    "swav": "jaxssl.methods.swav:SwAV",
+    "dino": "jaxssl.methods.dino:DINO",
+    "moco": "jaxssl.methods.moco:MoCo",
+    "npid": "jaxssl.methods.npid:NPID",
+    "simclr": "jaxssl.methods.simclr:SimCLR",
+    "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
 }
 
 
