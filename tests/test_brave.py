@@ -69,7 +69,7 @@ def setup():
   batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
   tx = optim.make_optimizer(config)
   state = jax.jit(lambda rng: train.create_train_state(method, tx, rng))(jax.random.key(0))
-  return config, method, tx, jax.device_get(state), batch
+  return config, method, tx, state, batch
 
 
 def test_views_have_the_configured_shapes(setup):
@@ -92,9 +92,12 @@ def test_one_projector_and_predictor_shared_by_all_views(setup):
   assert predictor_size == (p * h + h) + 2 * h + (h * p + p)
   # Every view's loss term reaches the shared head: the gradient of the head changes when only
   # one broad view's input changes.
-  grad = jax.jit(lambda b: jax.grad(lambda prm: method.loss(prm, state.extra, b, jax.random.key(0), 0)[0])(state.params)["projector"])
+  loss = lambda prm, extra, b: method.loss(prm, extra, b, jax.random.key(0), 0)[0]
+  grad = jax.jit(lambda prm, extra, b: jax.grad(loss)(prm, extra, b)["projector"])
   changed = dict(batch, broad1=batch["broad1"][::-1].copy())
-  difference = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), grad(batch), grad(changed))
+  difference = jax.tree.map(
+      lambda a, b: float(np.abs(a - b).max()), grad(state.params, state.extra, batch), grad(state.params, state.extra, changed)
+  )
   assert max(jax.tree.leaves(difference)) > 0
 
 
