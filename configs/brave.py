@@ -12,7 +12,7 @@ Presets (`--config=configs/brave.py:NAME`):
 
 import ml_collections
 
-# What the paper preset needs, printed in the README and checked by nobody but you.
+# What the paper preset needs beyond this repository.
 paper_requirements = (
     "TFDS 'kinetics600' (or another video dataset with an audio feature) prepared with "
     "`tfds build kinetics600 --file_format=array_record` (the dataset must be downloaded by hand), "
@@ -103,9 +103,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.dtype = "float32"
-  c.model.projector_hidden_dim = 512  # paper (BYOL heads): 4096
-  c.model.projection_dim = 128  # paper: 128
-  c.model.predictor_hidden_dim = 512  # paper: 4096
+  # BraVe reuses BYOL's MLP heads (hidden 4096); the sizes here are for CPU runs. The output
+  # size of 128 is our reading of the paper and has not been checked against deepmind/brave.
+  c.model.projector_hidden_dim = 512
+  c.model.projection_dim = 128
+  c.model.predictor_hidden_dim = 512
 
   c.optimizer = ml_collections.ConfigDict()
   # CPU runs use SGD (see configs/byol.py: LARS with trust coefficient 1e-3 barely moves the
@@ -154,6 +156,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.batch_size = 512  # paper
     c.total_steps = 300_000  # paper
     c.optimizer.name = "lars"  # paper
+    # BYOL's base rate (0.2 x batch / 256); the paper's exact peak rate is not in this config's
+    # sources, so check it against deepmind/brave before a full reproduction.
+    c.optimizer.base_learning_rate = 0.2
     c.optimizer.weight_decay = 1e-2  # paper
     c.optimizer.warmup_steps = 5000  # paper
     c.model.projector_hidden_dim = c.model.predictor_hidden_dim = 4096

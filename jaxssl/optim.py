@@ -38,7 +38,8 @@ def decay_mask(params: Any) -> Any:
 def freezes_patch_embedding(config: ml_collections.ConfigDict) -> bool:
   """Whether the config asks for MoCo v3's frozen random patch projection of a ViT."""
   vit_options = config.model.get("vit", None) or {}
-  return config.model.backbone.startswith("vit") and bool(vit_options.get("freeze_patch_embedding", False))
+  backbone = str(config.model.get("backbone", "") or "")  # multi-backbone methods (BraVe) have none
+  return backbone.startswith("vit") and bool(vit_options.get("freeze_patch_embedding", False))
 
 
 def frozen_mask(params: Any) -> Any:

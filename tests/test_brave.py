@@ -68,8 +68,8 @@ def setup():
   ]
   batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
   tx = optim.make_optimizer(config)
-  state = train.create_train_state(method, tx, jax.random.key(0))
-  return config, method, tx, state, batch
+  state = jax.jit(lambda rng: train.create_train_state(method, tx, rng))(jax.random.key(0))
+  return config, method, tx, jax.device_get(state), batch
 
 
 def test_views_have_the_configured_shapes(setup):
@@ -165,3 +165,16 @@ def test_eval_clips_are_centred_narrow_views(setup):
   start = (builtin_av.NUM_FRAMES - 4) // 2
   expected = video.center_view(source.videos[0][start : start + 4], 16)
   np.testing.assert_array_equal(arrays["clip"][0], expected)
+
+
+def test_config_mistakes_name_the_fix():
+  from jaxssl.errors import UserError
+
+  config = tiny_config()
+  config.unlock()
+  config.brave.broad_views[1].width_multiplier = 0.125  # audio features 64 != narrow 32
+  with pytest.raises(UserError, match="same feature size"):
+    methods.make_method(config)
+  config.brave.broad_views = []
+  with pytest.raises(UserError, match="at least one broad view"):
+    methods.make_method(config)

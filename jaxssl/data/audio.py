@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl.data import augment
+
 
 @dataclasses.dataclass(frozen=True)
 class SpectrogramSpec:
@@ -88,4 +90,7 @@ def spec_augment(rng: jax.Array, spectrograms: jax.Array, num_time_masks: int, m
     masked_freq = bands(freq_key, num_freq_masks, max_freq_width, freq) if num_freq_masks else jnp.zeros(freq, bool)
     return jnp.where(masked_time[:, None] | masked_freq[None, :], 0.0, spectrogram)
 
-  return jax.vmap(one)(jax.random.split(rng, batch), spectrograms)
+  # Keys sharded like the batch, as `augment.augment_images` does: example i always uses key i.
+  keys = augment._match_batch_sharding(jax.random.split(rng, batch), spectrograms)  # pylint: disable=protected-access
+  with augment._mesh_context(spectrograms):  # pylint: disable=protected-access
+    return jax.vmap(one)(keys, spectrograms)

@@ -70,7 +70,7 @@ def _take(iterator, n):
 
 def test_batches_are_one_array_per_resolution():
   batch = next(_iterator())
-  assert set(batch) == {'view0', 'view1', 'local_views', 'label'}
+  assert set(batch) == {'view0', 'view1', 'local_views', 'label', 'index'}
   assert batch['view0'].shape == batch['view1'].shape == (8, 12, 12, 3)
   assert batch['local_views'].shape == (8, 3, 6, 6, 3)
   assert batch['local_views'].dtype == np.uint8
