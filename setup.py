@@ -25,6 +25,7 @@ setuptools.setup(
         "scikit-learn",
         "matplotlib",
         "absl-py",
+        "av",  # PyAV: decodes video files (frames and audio) for folder:<path> video sources
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
 )

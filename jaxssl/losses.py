@@ -52,6 +52,32 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array
   return -jnp.sum(picked * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
+def brave_loss(
+    narrow: tuple[jax.Array, jax.Array], broad: tuple[tuple[jax.Array, jax.Array], ...]
+) -> jax.Array:
+  """BraVe's symmetric regression between a narrow view and K broad views (Recasens et al. 2021, eq. 2-3).
+
+  L = sum_k mean_b ||norm(h(g(f_n))) - sg(norm(g(f_b^k)))||^2 + ||norm(h(g(f_b^k))) - sg(norm(g(f_n)))||^2
+
+  There is no target network: the stop-gradient falls on the projections of the SAME (online)
+  networks, which is what makes it BraVe rather than BYOL.
+
+  Args:
+    narrow: (prediction h(g(f_n)), projection g(f_n)) of the narrow view, each [B, D].
+    broad: one (prediction, projection) pair per broad view.
+  Returns:
+    A scalar in [0, 8K].
+  """
+  if not broad:
+    raise ValueError("BraVe needs at least one broad view; add one to config.brave.broad_views.")
+  narrow_prediction, narrow_projection = narrow
+  total = 0.0
+  for broad_prediction, broad_projection in broad:
+    total += jnp.mean(normalized_regression(narrow_prediction, jax.lax.stop_gradient(broad_projection)))
+    total += jnp.mean(normalized_regression(broad_prediction, jax.lax.stop_gradient(narrow_projection)))
+  return total
+
+
 def _at_least_float32(x: jax.Array) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
@@ -157,3 +183,209 @@ def vicreg_loss(
   """VICReg: lambda s + mu v + nu c with (lambda, mu, nu) = (25, 25, 1); see `vicreg_terms`."""
   invariance, variance, covariance = vicreg_terms(z1, z2, target_std, eps)
   return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+
+
+def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iterations: int = 3) -> jax.Array:
+  """SwAV's equipartitioned soft codes (Caron et al. 2020, sec. 3.1 and eq. 3).
+
+  Q* = Diag(u) exp(C^T Z / epsilon) Diag(v): the transport plan closest to the scores whose
+  prototypes each receive 1/K of the batch's mass and whose examples each carry 1/B. As in the
+  paper, a few alternating row / column normalisations approximate it, over the GLOBAL batch
+  (under a sharded jit the sums over the batch axis span every device).
+
+  The iterations run in float32 in the log domain: logsumexp subtracts the maximum before `exp`,
+  so scores / epsilon of e^20 and more neither overflow (the fp16 failure the reference guards
+  against by hand) nor underflow to a prototype with zero mass.
+
+  Args:
+    scores: [B, K] prototype scores (cosine similarities), any float dtype.
+    epsilon: entropic regularisation (paper: 0.05).
+    num_iterations: normalisation rounds (paper: 3).
+  Returns:
+    float32 [B, K] codes; each row sums to 1 (an assignment of example b over prototypes),
+    each column sums to about B / K.
+  """
+  batch, num_prototypes = scores.shape
+  log_q = scores.astype(jnp.float32) / epsilon
+  log_q = log_q - jax.nn.logsumexp(log_q)  # total mass 1
+  for _ in range(num_iterations):
+    # Every prototype gets 1/K of the mass ...
+    log_q = log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(num_prototypes)
+    # ... and every example 1/B (the last normalisation, so codes are exact distributions).
+    log_q = log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True) - jnp.log(batch)
+  return jnp.exp(log_q + jnp.log(batch))
+
+
+def swapped_cross_entropy(targets: jax.Array, logits: jax.Array, temperature: float) -> jax.Array:
+  """Mean over crop pairs (i, v), v != i, of -mean_b sum_k targets[i, b, k] log softmax(logits[v, b] / T)_k.
+
+  The cross-view prediction shared by SwAV (eq. 1: predict crop i's code from crop v) and DINO
+  (eq. 3: the student on crop v matches the teacher on global crop i). Targets exist for the
+  first G crops (the global ones); logits for all C crops; the pairs of a crop with itself are
+  left out, so each target is predicted from the C - 1 other crops.
+
+  Args:
+    targets: [G, B, K] probability vectors (stop-gradient is the caller's choice).
+    logits: [C, B, K] with C >= G; crops 0..G-1 are the ones the targets were computed from.
+    temperature: softmax temperature of the prediction (SwAV 0.1, DINO student 0.1).
+  Returns:
+    A scalar.
+  """
+  num_targets, num_crops = targets.shape[0], logits.shape[0]
+  if num_crops < 2 or num_targets > num_crops:
+    raise ValueError(f"Need at least 2 crops and no more target crops than crops; got {num_targets} targets for {num_crops} crops.")
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)) / temperature, axis=-1)
+  # cross[i, v] = mean_b sum_k -targets[i, b, k] log_probs[v, b, k]
+  cross = -jnp.einsum("gbk,cbk->gc", targets.astype(log_probs.dtype), log_probs) / targets.shape[1]
+  pairs = 1.0 - jnp.eye(num_targets, num_crops, dtype=cross.dtype)  # drop (i, i)
+  return jnp.sum(cross * pairs) / jnp.sum(pairs)
+
+
+def swav_loss(logits: jax.Array, codes: jax.Array, temperature: float = 0.1) -> jax.Array:
+  """SwAV's swapped prediction (Caron et al. 2020, eq. 1-2, averaged over pairs as in the code).
+
+  L = mean_{i in global crops} mean_{v != i} l(z_v, q_i),  l(z, q) = -sum_k q_k log softmax(z^T c / T)_k
+
+  Args:
+    logits: [C, B, K] prototype scores z_v^T c_k of every crop, global crops first.
+    codes: [G, B, K] Sinkhorn codes of the G global crops; no gradient flows into them.
+    temperature: T (paper: 0.1).
+  """
+  return swapped_cross_entropy(jax.lax.stop_gradient(codes), logits, temperature)
+
+
+def dino_loss(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    center: jax.Array,
+    student_temperature: float = 0.1,
+    teacher_temperature: float | jax.Array = 0.04,
+) -> jax.Array:
+  """DINO's loss (Caron et al. 2021, eq. 3 and algorithm 1).
+
+  L = mean_{i in global crops} mean_{v != i} H(P_t(x_i), P_s(x_v)),
+  P_t = softmax(sg(g_t(x) - centre) / T_t),  P_s = softmax(g_s(x) / T_s),  H(a, b) = -sum a log b.
+
+  Args:
+    student_logits: [C, B, K] student outputs of every crop, global crops first.
+    teacher_logits: [G, B, K] teacher outputs of the G global crops.
+    center: [K] the running mean of teacher outputs.
+    student_temperature: T_s (paper: 0.1).
+    teacher_temperature: T_t (paper: 0.04 warmed up to 0.07).
+  """
+  teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.promote_types(teacher_logits.dtype, jnp.float32)) - center)
+  teacher_probs = jax.nn.softmax(teacher / teacher_temperature, axis=-1)
+  return swapped_cross_entropy(teacher_probs, student_logits, student_temperature)
+def info_nce(queries: jax.Array, positive_keys: jax.Array, negative_keys: jax.Array, temperature: float) -> jax.Array:
+  """MoCo's contrastive loss against a shared set of negatives (He et al. 2020, eq. 1).
+
+  L_q = -log [ exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_{k-} exp(q.k- / tau)) ], averaged over q.
+
+  Args:
+    queries: q [B, D], L2-normalised.
+    positive_keys: k+ [B, D], L2-normalised; row b is the positive of query b.
+    negative_keys: k- [K, D], L2-normalised (the queue, or memory-bank samples).
+    temperature: tau (0.07 in MoCo v1, 0.2 in v2).
+  Returns:
+    A scalar: cross-entropy of (K+1)-way classification with the positive as class 0.
+  """
+  positive = jnp.sum(queries * positive_keys, axis=-1, keepdims=True)
+  negative = queries @ negative_keys.T
+  logits = jnp.concatenate([positive, negative], axis=-1) / temperature
+  return -jnp.mean(jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))[:, 0])
+
+
+def in_batch_info_nce(queries: jax.Array, keys: jax.Array, temperature: float) -> jax.Array:
+  """InfoNCE with the current batch as the dictionary (MoCo's "end-to-end" baseline, fig. 2a).
+
+  L = mean_i -log [ exp(q_i.k_i / tau) / sum_j exp(q_i.k_j / tau) ]; the B-1 other keys of the
+  (global) batch are the negatives. Inputs [B, D], L2-normalised.
+  """
+  logits = (queries @ keys.T) / temperature
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
+  return -jnp.mean(jnp.diagonal(log_probs))
+
+
+def nce_loss(
+    positive_similarity: jax.Array,
+    negative_similarity: jax.Array,
+    temperature: float,
+    log_normalizer: jax.Array,
+    num_examples: int,
+) -> jax.Array:
+  """NPID's noise-contrastive estimation loss (Wu et al. 2018, eqs. 4-7).
+
+  P(i|v) = exp(v_i.v / tau) / Z, with the normalising constant Z estimated once and then fixed.
+  With m noise samples from the uniform P_n = 1/N, h(i, v) = P(i|v) / (P(i|v) + m P_n) and
+
+    J = -mean_b [ log h(i_b, v_b) + sum_{j in noise} log(1 - h(j, v_b)) ].
+
+  Args:
+    positive_similarity: v_i.f_i [B], each feature against its own memory-bank entry.
+    negative_similarity: v_j.f_i [B, m], against the m noise samples.
+    temperature: tau (0.07).
+    log_normalizer: log Z.
+    num_examples: N, the number of training examples (the memory bank's size).
+  """
+  num_noise = negative_similarity.shape[-1]
+  log_noise = jnp.log(num_noise / num_examples)  # log(m P_n)
+  log_p_positive = positive_similarity / temperature - log_normalizer
+  log_p_negative = negative_similarity / temperature - log_normalizer
+  log_h_positive = log_p_positive - jnp.logaddexp(log_p_positive, log_noise)
+  log_one_minus_h_negative = log_noise - jnp.logaddexp(log_p_negative, log_noise)
+  return -jnp.mean(log_h_positive + jnp.sum(log_one_minus_h_negative, axis=-1))
+def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
+  """SimCLR's NT-Xent loss over the global batch (Chen et al. 2020, eq. 1 and algorithm 1).
+
+  With u = norm(concat(z1, z2)) [2B, D] and s_ij = u_i . u_j / temperature, each of the 2B views
+  has its other view as the positive and the 2B - 2 other views of the batch as negatives:
+
+    L = 1 / 2B sum_i -log( exp(s_i,pos(i)) / sum_{j != i} exp(s_ij) ),  pos(i) = i +- B.
+
+  Under a sharded `jax.jit` the 2B x 2B similarity matrix spans every device, so negatives are
+  global without an explicit all-gather.
+
+  Args:
+    z1: projections of the first views [B, D].
+    z2: projections of the second views [B, D].
+    temperature: the softmax temperature tau.
+  Returns:
+    A scalar.
+  """
+  u = l2_normalize(jnp.concatenate([z1, z2], axis=0))
+  batch = z1.shape[0]
+  logits = u @ u.T / temperature
+  # A view is never its own negative: its self-similarity is removed from the softmax.
+  logits = jnp.where(jnp.eye(2 * batch, dtype=bool), -jnp.inf, logits)
+  positives = jnp.concatenate([jnp.arange(batch, 2 * batch), jnp.arange(batch)])
+  return softmax_cross_entropy(logits, positives)
+
+
+def info_nce_loss(queries: jax.Array, keys: jax.Array, temperature: float) -> jax.Array:
+  """InfoNCE with the batch as the dictionary: query i's positive is key i, the other keys are
+  negatives (MoCo v3, Chen, Xie, He 2021, algorithm 1 `ctr`).
+
+    L = mean_i -log( exp(q_i . k_i / tau) / sum_j exp(q_i . k_j / tau) ) * 2 tau,
+
+  with q and k L2-normalised. The 2 tau factor (from the official code) makes the gradient's
+  scale independent of tau. Keys come from the momentum encoder and get no gradient.
+  """
+  q = l2_normalize(queries)
+  k = l2_normalize(jax.lax.stop_gradient(keys))
+  logits = q @ k.T / temperature
+  return softmax_cross_entropy(logits, jnp.arange(q.shape[0])) * (2.0 * temperature)
+
+
+def moco_v3_loss(
+    queries: tuple[jax.Array, jax.Array], keys: tuple[jax.Array, jax.Array], temperature: float
+) -> jax.Array:
+  """MoCo v3's symmetrised loss: ctr(q1, k2) + ctr(q2, k1) (Chen, Xie, He 2021, algorithm 1).
+
+  Args:
+    queries: (q1, q2), online predictor outputs for views 1 and 2, each [B, D].
+    keys: (k1, k2), momentum-encoder projections for views 1 and 2, each [B, D].
+    temperature: tau (0.2 for ViT, 1.0 for ResNet-50 in the paper).
+  """
+  q1, q2 = queries
+  k1, k2 = keys
+  return info_nce_loss(q1, k2, temperature) + info_nce_loss(q2, k1, temperature)

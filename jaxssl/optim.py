@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ import ml_collections
 import optax
 
 from jaxssl import schedules
+from jaxssl.models.vit import PATCH_EMBEDDING
 
 OPTIMIZERS = ("lars", "adamw", "sgd")
 
@@ -32,6 +33,26 @@ def decay_mask(params: Any) -> Any:
     return p.ndim > 1 and top not in PROBE_KEYS
 
   return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def freezes_patch_embedding(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config asks for MoCo v3's frozen random patch projection of a ViT."""
+  vit_options = config.model.get("vit", None) or {}
+  backbone = str(config.model.get("backbone", "") or "")  # multi-backbone methods (BraVe) have none
+  return backbone.startswith("vit") and bool(vit_options.get("freeze_patch_embedding", False))
+
+
+def frozen_mask(params: Any) -> Any:
+  """True for the ViT patch projection's parameters (any top-level module), else False.
+
+  The model already stops their gradient; the optimizer must not move them either, and AdamW's
+  decoupled weight decay would, so `make_optimizer` zeroes their updates.
+  """
+
+  def frozen(path, _):
+    return PATCH_EMBEDDING in [getattr(entry, "key", None) for entry in path]
+
+  return jax.tree_util.tree_map_with_path(frozen, params)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
@@ -70,6 +91,49 @@ def _base_optimizer(opt: ml_collections.ConfigDict, learning_rate) -> optax.Grad
   raise ValueError(f"config.optimizer.name '{opt.name}' is not known; choose one of {OPTIMIZERS}.")
 
 
+class FrozenState(NamedTuple):
+  count: jax.Array  # updates seen, frozen ones included
+  inner: Any  # the wrapped optimizer's state, untouched while frozen
+
+
+def frozen_for_first_steps(
+    make_optimizer: Callable[[Callable], optax.GradientTransformation], schedule: Callable, steps: int
+) -> optax.GradientTransformation:
+  """An optimizer that leaves its parameters untouched for the first `steps` updates.
+
+  As PyTorch does for a parameter whose gradient is None (SwAV's prototypes and DINO's last layer
+  in the first epoch): no update, no weight decay, no momentum or Adam statistics. The wrapped
+  optimizer starts afresh at step `steps`, with the learning rate the schedule gives there.
+  """
+  inner = make_optimizer(lambda count: schedule(count + steps))
+
+  def init(params):
+    return FrozenState(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
+
+  def update(updates, state, params=None):
+    new_updates, new_inner = inner.update(updates, state.inner, params)
+    frozen = state.count < steps
+    keep_old = lambda old, new: jnp.where(frozen, old, new).astype(new.dtype)
+    new_updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
+    new_inner = jax.tree.map(keep_old, state.inner, new_inner)
+    return new_updates, FrozenState(count=optax.safe_increment(state.count), inner=new_inner)
+
+  return optax.GradientTransformation(init, update)
+
+
+def clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
+  """Scales each gradient tensor separately to norm <= max_norm (DINO's `clip_gradients`)."""
+
+  def clip(updates, state, params=None):
+    del params
+    def one(g):
+      norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+      return g * jnp.minimum(1.0, max_norm / (norm + 1e-6)).astype(g.dtype)
+    return jax.tree.map(one, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), clip)
+
+
 def module_learning_rates(config: ml_collections.ConfigDict) -> dict[str, Callable[[Any], Any]]:
   """Schedules of the top-level modules whose learning rate differs from the default one.
 
@@ -95,17 +159,30 @@ def module_learning_rates(config: ml_collections.ConfigDict) -> dict[str, Callab
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The optimizer for `config`; modules in `module_learning_rates` get their own schedule.
 
-  Modules not named there use the default warm-up + cosine schedule.
+  Modules not named there use the default warm-up + cosine schedule. `optimizer.frozen_steps`
+  {module: steps} leaves a module untouched for its first steps (SwAV's prototypes, DINO's last
+  layer; see `frozen_for_first_steps`).
   """
   opt = config.optimizer
   special = module_learning_rates(config)
-  if not special:
+  frozen = {name: int(steps) for name, steps in dict(opt.get("frozen_steps", {}) or {}).items() if steps}
+  groups = set(special) | set(frozen)
+
+  def module_optimizer(name):
+    schedule = special.get(name, learning_rate_schedule(config))
+    make = lambda learning_rate: _base_optimizer(opt, learning_rate)
+    return frozen_for_first_steps(make, schedule, frozen[name]) if name in frozen else make(schedule)
+
+  if not groups:
     tx = _base_optimizer(opt, learning_rate_schedule(config))
   else:
     transforms = {"default": _base_optimizer(opt, learning_rate_schedule(config))}
-    transforms.update({name: _base_optimizer(opt, lr) for name, lr in special.items()})
-    label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in special else "default", v) for k, v in params.items()}
+    transforms.update({name: module_optimizer(name) for name in groups})
+    label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in groups else "default", v) for k, v in params.items()}
     tx = optax.multi_transform(transforms, label)
   if opt.get("grad_clip_norm"):
-    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    clip = clip_each_by_norm if opt.get("grad_clip_per_tensor") else optax.clip_by_global_norm
+    tx = optax.chain(clip(opt.grad_clip_norm), tx)
+  if freezes_patch_embedding(config):
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen_mask))
   return tx

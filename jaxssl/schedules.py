@@ -33,3 +33,13 @@ def cosine_increase(step, *, base_value: float, total_steps: int, final_value: f
 def scaled_learning_rate(base_learning_rate: float, batch_size: int, reference_batch_size: int = 256) -> float:
   """The linear scaling rule of Goyal et al. 2017 used by SimCLR/BYOL: lr = base * B / 256."""
   return base_learning_rate * batch_size / reference_batch_size
+
+
+def linear_warmup_then_constant(step, *, start_value: float, final_value: float, warmup_steps: int):
+  """Linear ramp from `start_value` at step 0 to `final_value` at `warmup_steps`, then constant.
+
+  DINO's teacher temperature: 0.04 -> 0.07 over the first 30 epochs (Caron et al. 2021, sec. 4.2
+  and appendix); the reference steps it per epoch, this per step.
+  """
+  progress = jnp.clip(jnp.asarray(step, jnp.float32) / max(warmup_steps, 1), 0.0, 1.0)
+  return start_value + (final_value - start_value) * progress

@@ -23,6 +23,7 @@ from absl import logging
 
 from jaxssl import checkpoint, methods, optim, parallel
 from jaxssl.data import augment, pipeline, sources
+from jaxssl.data import views as views_lib
 from jaxssl.errors import UserError
 from jaxssl.evaluation import knn, linear, monitors, plots
 from jaxssl.methods.base import TrainState
@@ -51,6 +52,8 @@ def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Cal
     (loss, aux), grads = grad_fn(state.params, state.extra, batch, step_rng, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if hasattr(method, "project_params"):  # e.g. SwAV's prototypes back onto the unit sphere
+      params = method.project_params(params)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     state = state.replace(extra=method.after_update(state, aux))
     metrics = {
@@ -92,7 +95,7 @@ def jit_train_step(train_step: Callable, mesh: jax.sharding.Mesh, shardings: Tra
 
 
 class FeatureExtractor:
-  """Backbone features of uint8 image arrays, computed in fixed-size sharded chunks."""
+  """Backbone features of uint8 image (or clip) arrays, computed in fixed-size sharded chunks."""
 
   def __init__(self, method, mesh: jax.sharding.Mesh, chunk_size: int):
     devices = mesh.devices.size
@@ -135,6 +138,7 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, method, mesh, train_arrays: dict, test_arrays: dict):
     self.config = config.eval
+    self.input_key = getattr(method, "eval_input_key", "image")  # 'clip' for video methods
     self.train = train_arrays
     self.test = test_arrays
     self.num_classes = int(max(train_arrays["label"].max(), test_arrays["label"].max()) + 1)
@@ -154,18 +158,18 @@ class Evaluator:
   def features(self, params, extra, *, batch_norm_statistics: bool = False):
     kwargs = dict(batch_norm_statistics=batch_norm_statistics)
     return (
-        self.extract(params, extra, self.train["image"], **kwargs),
-        self.extract(params, extra, self.test["image"], **kwargs),
+        self.extract(params, extra, self.train[self.input_key], **kwargs),
+        self.extract(params, extra, self.test[self.input_key], **kwargs),
     )
 
   def knn_top1(self, params, extra, max_train_examples: int | None = None, **kwargs) -> float:
     """kNN top-1 (%); `max_train_examples` evaluates against an evenly spaced subset (faster)."""
-    train_images, train_labels = self.train["image"], self.train["label"]
+    train_images, train_labels = self.train[self.input_key], self.train["label"]
     if max_train_examples and max_train_examples < len(train_images):
       index = np.linspace(0, len(train_images) - 1, max_train_examples).round().astype(int)
       train_images, train_labels = train_images[index], train_labels[index]
     train_features = self.extract(params, extra, train_images, **kwargs)
-    test_features = self.extract(params, extra, self.test["image"], **kwargs)
+    test_features = self.extract(params, extra, self.test[self.input_key], **kwargs)
     return self._knn(train_features, test_features, train_labels)
 
   def full(self, params, extra, random_params, random_extra) -> dict[str, float]:
@@ -177,8 +181,8 @@ class Evaluator:
     random_train, random_test = self.features(random_params, random_extra, batch_norm_statistics=True)
     results["knn_top1_random_init"] = self._knn(random_train, random_test)
     results["linear_top1_random_init"] = linear.linear_probe_top1(random_train, self.train["label"], random_test, self.test["label"])
-    mean = self.train["image"].reshape(len(self.train["image"]), -1).mean(0) / 255.0
-    results["knn_top1_pixels"] = self._knn(pixel_features(self.train["image"], mean), pixel_features(self.test["image"], mean))
+    mean = self.train[self.input_key].reshape(len(self.train[self.input_key]), -1).mean(0) / 255.0
+    results["knn_top1_pixels"] = self._knn(pixel_features(self.train[self.input_key], mean), pixel_features(self.test[self.input_key], mean))
     return results
 
 
@@ -349,7 +353,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       train_source,
       seed=config.seed,
       per_process_batch_size=per_process_batch,
-      view_specs=[dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views],
+      view_specs=_host_view_specs(config, method),
+      transform=method.host_transform(train_source) if hasattr(method, "host_transform") else None,
+      **views_lib.local_view_settings(config.get("augment")),
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       worker_count=config.data.worker_count,
@@ -454,14 +460,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   return summary
 
 
+def _host_view_specs(config, method) -> list[dict]:
+  """Crop settings of the image views; empty for methods that bring their own host transform."""
+  if hasattr(method, "host_transform"):
+    return []
+  return [dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views]
+
+
 def _make_evaluator(config, method, mesh, train_source) -> Evaluator | None:
   if not getattr(train_source, "has_labels", False):
     logging.warning("The training data has no labels; kNN and linear-probe evaluation are skipped.")
     return None
   eval_source = sources.make_source(config.data, config.data.eval_split)
-  size = config.data.image_size
-  train_arrays = pipeline.load_eval_arrays(train_source, size, config.eval.max_train_examples)
-  test_arrays = pipeline.load_eval_arrays(eval_source, size, config.eval.max_test_examples)
+  if hasattr(method, "load_eval_arrays"):  # e.g. clips of a video method's narrow view
+    load = method.load_eval_arrays
+  else:
+    load = lambda source, max_examples: pipeline.load_eval_arrays(source, config.data.image_size, max_examples)
+  train_arrays = load(train_source, config.eval.max_train_examples)
+  test_arrays = load(eval_source, config.eval.max_test_examples)
   return Evaluator(config, method, mesh, train_arrays, test_arrays)
 
 
@@ -489,16 +505,20 @@ def _write_json(path: str, value) -> None:
 
 
 def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method) -> None:
-  del method
   eval_dir = os.path.join(workdir, "eval")
   _write_json(os.path.join(eval_dir, "summary.json"), summary)
   _write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
   baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
   written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
+  # A method may export another copy of the backbone than the one it trains (DINO's teacher).
+  if hasattr(method, "export_backbone"):
+    backbone, backbone_stats = method.export_backbone(state)
+  else:
+    backbone, backbone_stats = state.params["backbone"], state.extra["batch_stats"]["backbone"]
   exported = checkpoint.export_backbone(
       os.path.join(workdir, "export", "backbone"),
-      jax.device_get(state.params["backbone"]),
-      jax.device_get(state.extra["batch_stats"]["backbone"]),
+      jax.device_get(backbone),
+      jax.device_get(backbone_stats),
       config.to_json_best_effort(indent=2),
   )
   print(json.dumps(summary, indent=2))

@@ -134,6 +134,10 @@ class TrainIterator(grain.DatasetIterator):
     return f'TrainIterator(next_batch={self._next_batch}, {self._fingerprint})'
 
 
+def _with_index(index: int, record: dict[str, Any]) -> dict[str, Any]:
+  return {**record, 'index': np.int32(index)}
+
+
 def make_train_iterator(
     source: Any,
     *,
@@ -141,10 +145,13 @@ def make_train_iterator(
     per_process_batch_size: int,
     view_specs: Sequence[Any],
     process_index: int,
+    local_view_spec: Any = None,
+    num_local_views: int = 0,
     process_count: int,
     worker_count: int = 0,
     num_threads: int = 2,
     prefetch_batches: int = 4,
+    transform: grain.transforms.RandomMap | None = None,
 ) -> TrainIterator:
   """Returns this process's infinite iterator of batches of random views.
 
@@ -155,6 +162,8 @@ def make_train_iterator(
     view_specs: one spec per view (`views.ViewSpec`, or a mapping with `size`
       and optionally `scale`, `ratio`, `flip_prob`).
     process_index: index of this process in [0, process_count).
+    local_view_spec: the spec of the multi-crop local views (SwAV, DINO).
+    num_local_views: how many local views to draw per record (0: none).
     process_count: number of processes; each reads a disjoint, equally sized
       strided shard of the source (`N // process_count` records, the remainder
       is dropped).
@@ -162,10 +171,14 @@ def make_train_iterator(
       Does not change the batches.
     num_threads: threads preparing batches in each process.
     prefetch_batches: number of batches prepared ahead.
+    transform: a random map from a record to the batch's fields, replacing the
+      image views of `view_specs` (e.g. the clip views of a video method).
 
   Returns:
     A `TrainIterator` yielding `{'view0': uint8[b, S0, S0, 3], ...,
-    'label': int32[b]}` (label -1 for unlabelled data). Each epoch of the shard
+    'label': int32[b], 'index': int32[b]}` (label -1 for unlabelled data;
+    index: the record's position in `source`), plus `'local_views': uint8[b, V, s, s, 3]`
+    when `num_local_views` V > 0. Each epoch of the shard
     is reshuffled; the last incomplete batch of an epoch is dropped.
   """
   if process_count < 1 or not 0 <= process_index < process_count:
@@ -187,10 +200,16 @@ def make_train_iterator(
         f'{max(num_records // process_count, 1) * process_count}.'
     )
   shard_size = num_records // process_count
-  transform = views_lib.MultiViewTransform(view_specs)
+  if transform is None:
+    transform = views_lib.MultiViewTransform(
+        view_specs, local_view_spec, num_local_views
+    )
   pipeline_seed = _pipeline_seed(seed, process_index)
 
   ds = grain.MapDataset.source(source)
+  # Each record's position in the source, for methods that keep per-example state (NPID's
+  # memory bank); taken before sharding and shuffling, so it is the global dataset index.
+  ds = ds.map_with_index(_with_index)
   ds = ds[process_index : shard_size * process_count : process_count]
   ds = ds.seed(pipeline_seed)
   ds = ds.shuffle()  # Reseeded with the epoch by the `repeat` below.
@@ -204,6 +223,7 @@ def make_train_iterator(
       'process_count': int(process_count),
       'per_process_batch_size': int(per_process_batch_size),
       'num_records': int(num_records),
+      'num_local_views': int(num_local_views),
   }
   read_options = grain.ReadOptions(
       num_threads=max(int(num_threads), 0),

@@ -352,6 +352,10 @@ def make_source(data_config: Any, split: str):
       download and prepare a missing dataset, default False).
     split: the split to read, e.g. `config.data.train_split`.
   """
+  if _get(data_config, 'kind') == 'video':
+    from jaxssl.data import video  # pylint: disable=g-import-not-at-top
+
+    return video.make_video_source(data_config, split)
   name = _get(data_config, 'name')
   if not isinstance(name, str) or ':' not in name:
     raise DataError(

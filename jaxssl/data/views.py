@@ -151,18 +151,52 @@ class ViewSpec:
     return cls(**kwargs)
 
 
+def random_view(
+    image: np.ndarray, rng: np.random.Generator, spec: ViewSpec
+) -> np.ndarray:
+  """A random resized crop of `image` followed by a random horizontal flip."""
+  view = random_resized_crop(image, rng, spec.size, spec.scale, spec.ratio)
+  if rng.random() < spec.flip_prob:
+    view = view[:, ::-1]
+  return np.ascontiguousarray(view)
+
+
 class MultiViewTransform(grain.transforms.RandomMap):
-  """Makes `len(view_specs)` random views of each record.
+  """Makes `len(view_specs)` random views of each record, plus optional
+  multi-crop local views (Caron et al. 2020).
 
   Input record: `{'image': uint8[H, W, 3], 'label': int32}`.
   Output record: `{'view0': uint8[S0, S0, 3], 'view1': ..., 'label': int32}`,
-  each view a random resized crop followed by a random horizontal flip.
+  each view a random resized crop followed by a random horizontal flip. With
+  `num_local_views` V > 0 it also has `'local_views': uint8[V, s, s, 3]`, V
+  crops drawn with `local_view_spec` (smaller size and scale range). Local
+  views share one resolution, so they batch into a single array and a model
+  can process them in one pass.
   """
 
-  def __init__(self, view_specs: Sequence[Any]):
+  def __init__(
+      self,
+      view_specs: Sequence[Any],
+      local_view_spec: Any = None,
+      num_local_views: int = 0,
+  ):
     self.view_specs = tuple(ViewSpec.create(s) for s in view_specs)
     if not self.view_specs:
       raise ValueError('MultiViewTransform needs at least one view spec.')
+    if num_local_views < 0:
+      raise ValueError(
+          f'num_local_views is {num_local_views}; set it to 0 (no local '
+          'views) or a positive number.'
+      )
+    if num_local_views and local_view_spec is None:
+      raise ValueError(
+          f'{num_local_views} local views were requested without a '
+          'local_view_spec; give their size and crop scale.'
+      )
+    self.num_local_views = int(num_local_views)
+    self.local_view_spec = (
+        ViewSpec.create(local_view_spec) if self.num_local_views else None
+    )
 
   def random_map(
       self, element: Mapping[str, Any], rng: np.random.Generator
@@ -170,15 +204,38 @@ class MultiViewTransform(grain.transforms.RandomMap):
     image = element['image']
     out = {}
     for i, spec in enumerate(self.view_specs):
-      view = random_resized_crop(image, rng, spec.size, spec.scale, spec.ratio)
-      if rng.random() < spec.flip_prob:
-        view = view[:, ::-1]
-      out[f'view{i}'] = np.ascontiguousarray(view)
+      out[f'view{i}'] = random_view(image, rng, spec)
+    if self.num_local_views:
+      out['local_views'] = np.stack([
+          random_view(image, rng, self.local_view_spec)
+          for _ in range(self.num_local_views)
+      ])
     out['label'] = np.int32(element['label'])
+    if 'index' in element:  # the record's dataset index (see pipeline.make_train_iterator)
+      out['index'] = np.int32(element['index'])
     return out
 
   def __repr__(self) -> str:
-    return f'MultiViewTransform({list(self.view_specs)})'
+    local = (
+        f', {self.num_local_views} x {self.local_view_spec}'
+        if self.num_local_views
+        else ''
+    )
+    return f'MultiViewTransform({list(self.view_specs)}{local})'
+
+
+def local_view_settings(augment_config: Any) -> dict[str, Any]:
+  """`make_train_iterator` keyword arguments for the multi-crop local views of
+  `config.augment` (none when it has no `local_views` or their `num` is 0)."""
+  local = augment_config.get('local_views') if augment_config else None
+  if not local or not local.get('num'):
+    return {}
+  spec = ViewSpec(
+      size=int(local.size),
+      scale=tuple(float(v) for v in local.crop_scale),
+      flip_prob=float(local.get('flip_prob', 0.5)),
+  )
+  return {'local_view_spec': spec, 'num_local_views': int(local.num)}
 
 
 class TwoViewTransform(MultiViewTransform):

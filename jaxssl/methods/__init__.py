@@ -11,9 +11,16 @@ from jaxssl.methods.base import Method, TrainState  # noqa: F401
 # config.method -> "module:class"; modules are imported only when their method is used.
 REGISTRY = {
     "byol": "jaxssl.methods.byol:BYOL",
+    "brave": "jaxssl.methods.brave:BraVe",
     "barlow_twins": "jaxssl.methods.barlow_twins:BarlowTwins",
     "simsiam": "jaxssl.methods.simsiam:SimSiam",
     "vicreg": "jaxssl.methods.vicreg:VICReg",
+    "swav": "jaxssl.methods.swav:SwAV",
+    "dino": "jaxssl.methods.dino:DINO",
+    "moco": "jaxssl.methods.moco:MoCo",
+    "npid": "jaxssl.methods.npid:NPID",
+    "simclr": "jaxssl.methods.simclr:SimCLR",
+    "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
 }
 
 

@@ -43,3 +43,7 @@ class Method(Protocol):
 
   def embed(self, params: Any, extra: Any, images: jax.Array, *, train: bool = False) -> jax.Array:
     """Backbone features [B, D] of float images in [0, 1] for evaluation."""
+
+  # Optional: `project_params(params) -> params`, applied right after each optimizer step, for
+  # parameters constrained to a set (SwAV's prototypes stay unit vectors).
+  # Optional: `extra_shardings(mesh, abstract_extra)`, see `jaxssl.train.state_shardings`.

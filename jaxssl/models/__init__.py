@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxssl.models import resnet
+from jaxssl.models import resnet, vit
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+BACKBONES = ("resnet18", "resnet34", "resnet50", *vit.VARIANTS)
 
 
 def compute_dtype(name: str):
@@ -36,4 +36,28 @@ def make_backbone(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nn
         ),
         rngs=rngs,
     )
+  if name in vit.VARIANTS:
+    return vit.ViT(vit_config(model_config), rngs=rngs)
   raise ValueError(f"config.model.backbone '{name}' is not known; choose one of {BACKBONES}.")
+
+
+def vit_config(model_config: ml_collections.ConfigDict) -> vit.ViTConfig:
+  """The ViT named by `config.model.backbone`, with `config.model.vit` overrides (0: the variant's).
+
+  Configs without a `model.vit` section get the defaults of `vit.ViTConfig`.
+  """
+  width, depth, num_heads = vit.VARIANTS[model_config.backbone]
+  options = model_config.get("vit", None) or {}
+  options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
+  defaults = vit.ViTConfig()
+  return vit.ViTConfig(
+      width=options.get("width") or width,
+      depth=options.get("depth") or depth,
+      num_heads=options.get("num_heads") or num_heads,
+      mlp_ratio=options.get("mlp_ratio", defaults.mlp_ratio),
+      patch_size=options.get("patch_size", defaults.patch_size),
+      image_size=options.get("image_size", defaults.image_size),
+      position_embedding=options.get("position_embedding", defaults.position_embedding),
+      freeze_patch_embedding=bool(options.get("freeze_patch_embedding", defaults.freeze_patch_embedding)),
+      dtype=compute_dtype(model_config.dtype),
+  )

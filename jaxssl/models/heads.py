@@ -31,7 +31,8 @@ class MLPHead(nnx.Module):
       features = hidden_features
     self.hidden = nnx.List(layers)
     self.output = nnx.Linear(features, out_features, dtype=dtype, rngs=rngs)
-    # SimSiam's projector ends in a BatchNorm without scale and offset (Chen & He 2021, 4.2).
+    # SimSiam's projector (Chen & He 2021, 4.2) and MoCo v3's heads end in a BatchNorm without
+    # scale and offset.
     self.output_norm = (
         nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, use_scale=False, use_bias=False, dtype=dtype, rngs=rngs)
         if output_norm else None
@@ -44,3 +45,61 @@ class MLPHead(nnx.Module):
     if self.output_norm is not None:
       x = self.output_norm(x)
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32, f64 stays
+
+
+class DINOHead(nnx.Module):
+  """DINO's projection MLP up to the bottleneck (Caron et al. 2021, sec. 3.1 and appendix).
+
+  Linear -> [BN] -> GELU, `num_layers - 1` times, then Linear to `bottleneck_dim`; the output is
+  L2-normalised by the caller before the weight-normalised last layer (`WeightNormLinear`), which
+  is a separate module so that it can be frozen on its own in the first epoch.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      hidden_features: int,
+      bottleneck_features: int,
+      *,
+      num_layers: int = 3,
+      use_batch_norm: bool = False,
+      dtype: Any = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    init = nnx.initializers.truncated_normal(stddev=0.02)  # the reference's trunc_normal_(std=.02)
+    linear = lambda i, o: nnx.Linear(i, o, kernel_init=init, dtype=dtype, rngs=rngs)
+    self.hidden = nnx.List([linear(in_features if i == 0 else hidden_features, hidden_features) for i in range(num_layers - 1)])
+    self.norms = nnx.List(
+        [nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs) for _ in self.hidden]
+        if use_batch_norm
+        else []
+    )
+    self.output = linear(hidden_features if num_layers > 1 else in_features, bottleneck_features)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i, layer in enumerate(self.hidden):
+      x = layer(x)
+      if self.norms:
+        x = self.norms[i](x)
+      x = nnx.gelu(x, approximate=False)
+    x = self.output(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+class WeightNormLinear(nnx.Module):
+  """y = x W with W[:, k] = g_k v_k / ||v_k|| (Salimans & Kingma 2016), no bias.
+
+  DINO's last layer; with `learn_scale=False` (the reference's norm_last_layer=True) g = 1, so the
+  outputs are cosine similarities to K unit prototypes, which the paper found stabilises training.
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, learn_scale: bool = False, rngs: nnx.Rngs):
+    self.direction = nnx.Param(nnx.initializers.truncated_normal(stddev=0.02)(rngs.params(), (in_features, out_features)))
+    self.scale = nnx.Param(jnp.ones((out_features,))) if learn_scale else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    v = self.direction[...]
+    kernel = v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, axis=0, keepdims=True), 1e-24))
+    if self.scale is not None:
+      kernel = kernel * self.scale[...]
+    return x @ kernel.astype(x.dtype)

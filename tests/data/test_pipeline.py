@@ -131,7 +131,7 @@ def _assert_batches_equal(xs, ys):
 
 def test_batch_shapes():
   batch = next(_iterator())
-  assert set(batch) == {'view0', 'view1', 'label'}
+  assert set(batch) == {'view0', 'view1', 'label', 'index'}
   assert batch['view0'].shape == (8, 8, 8, 3)
   assert batch['view1'].shape == (8, 6, 6, 3)
   assert batch['view0'].dtype == batch['view1'].dtype == np.uint8
@@ -217,3 +217,13 @@ def test_eval_arrays_are_centre_resized(tmp_path):
   assert arrays['image'].shape == (4, 6, 6, 3)
   assert arrays['image'].dtype == np.uint8
   np.testing.assert_array_equal(arrays['label'], [0, 3, 6, 9])
+
+
+def test_batches_carry_the_global_dataset_index():
+  source = _index_source(_N + 3)  # labels are the record indices
+  for index in range(3):
+    it = _iterator(source, process_index=index, process_count=3)
+    for batch in _take(it, 2):
+      assert batch['index'].dtype == np.int32
+      np.testing.assert_array_equal(batch['index'], batch['label'])
+    it.close()

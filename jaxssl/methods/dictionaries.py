@@ -1,0 +1,171 @@
+"""Dictionaries of keys for contrastive methods, and the pieces that build them.
+
+A contrastive method compares each query with one positive key and many negative keys. Where
+the negatives come from is the "dictionary" (He et al. 2020, fig. 2):
+
+  queue        the keys of the last K / B batches, first in first out (MoCo);
+  memory bank  one slot per training example, refreshed with momentum when the example is seen
+               and sampled for negatives (Wu et al. 2018, NPID);
+  end-to-end   the keys of the current batch only (no state).
+
+Everything here is a small pure function of explicit arrays, so the dictionaries live in the
+train state's `extra` and can be sharded over devices like any other array.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxssl import losses
+from jaxssl.data import sources
+from jaxssl.errors import UserError
+from jaxssl.parallel import DATA_AXIS
+
+
+def momentum_update(target: Any, online: Any, momentum: jax.Array | float) -> Any:
+  """theta_k <- m theta_k + (1 - m) theta_q, leaf by leaf (He et al. 2020, eq. 2)."""
+  return jax.tree.map(lambda t, o: momentum * t + (1.0 - momentum) * o, target, online)
+
+
+# ----------------------------------------------------------------------------------------------
+# Queue (MoCo).
+# ----------------------------------------------------------------------------------------------
+
+
+def check_queue_size(queue_size: int, batch_size: int) -> None:
+  """A queue of K keys takes whole batches, so it never has to wrap around mid-batch."""
+  if queue_size < batch_size or queue_size % batch_size:
+    raise UserError(
+        f"The MoCo queue size config.moco.queue_size={queue_size} is not a multiple of the global "
+        f"batch size config.batch_size={batch_size}; set it to a multiple of {batch_size}, "
+        f"e.g. {max(1, round(queue_size / batch_size)) * batch_size}."
+    )
+
+
+def init_queue(rng: jax.Array, queue_size: int, dim: int) -> dict:
+  """A queue of random unit vectors (as in the official MoCo code) and its write pointer."""
+  keys = losses.l2_normalize(jax.random.normal(rng, (queue_size, dim), jnp.float32))
+  return {"keys": keys, "pointer": jnp.zeros((), jnp.int32)}
+
+
+def enqueue(queue: dict, keys: jax.Array) -> dict:
+  """Writes the batch's keys over the oldest ones and advances the pointer (FIFO).
+
+  `keys` [B, D] is the GLOBAL batch of keys: under a sharded `jit` the batch axis spans every
+  device, so this is the all-gathered enqueue of the paper. K % B == 0 (`check_queue_size`),
+  so a batch never straddles the end of the queue; the pointer wraps to 0 after the last slot.
+  """
+  size, batch = queue["keys"].shape[0], keys.shape[0]
+  pointer = queue["pointer"]
+  start = (pointer, jnp.zeros_like(pointer))  # index types must match (int32 even under x64)
+  updated = jax.lax.dynamic_update_slice(queue["keys"], keys.astype(queue["keys"].dtype), start)
+  return {"keys": updated, "pointer": (pointer + batch) % size}
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory bank (NPID, and MoCo's memory-bank baseline).
+# ----------------------------------------------------------------------------------------------
+
+
+def memory_bank_size(data_config, configured: int) -> int:
+  """`configured` rows if set, else one per record of the training split."""
+  if configured:
+    return int(configured)
+  return len(sources.make_source(data_config, data_config.train_split))
+
+
+def init_memory_bank(rng: jax.Array, num_examples: int, dim: int) -> jax.Array:
+  """One random unit vector per training example, [N, D]."""
+  return losses.l2_normalize(jax.random.normal(rng, (num_examples, dim), jnp.float32))
+
+
+def update_memory_bank(bank: jax.Array, indices: jax.Array, features: jax.Array, momentum: float) -> jax.Array:
+  """v_i <- norm(m v_i + (1 - m) f_i) for the batch's examples (Wu et al. 2018, sec. 3.2).
+
+  `indices` must be distinct within a batch (they are: a batch holds different examples).
+  """
+  mixed = momentum * bank[indices] + (1.0 - momentum) * features.astype(bank.dtype)
+  return bank.at[indices].set(losses.l2_normalize(mixed).astype(bank.dtype))
+
+
+def sample_negatives(rng: jax.Array, bank: jax.Array, num_negatives: int) -> jax.Array:
+  """`num_negatives` bank entries drawn uniformly (NPID's noise distribution P_n = 1/N), [K, D].
+
+  One draw is shared by the whole batch; Wu et al. draw per example, which has the same
+  expectation but needs B x K x D memory.
+  """
+  indices = jax.random.randint(rng, (num_negatives,), 0, bank.shape[0])
+  return bank[indices]
+
+
+def check_indices(batch: dict, method: str) -> jax.Array:
+  if "index" not in batch:
+    raise UserError(
+        f"{method} needs each example's dataset index, but the batch has only the keys "
+        f"{sorted(batch)}; feed batches from jaxssl.data.pipeline.make_train_iterator, which adds 'index'."
+    )
+  return batch["index"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sharding and per-sub-batch BatchNorm.
+# ----------------------------------------------------------------------------------------------
+
+
+def rows_sharded(mesh: jax.sharding.Mesh, abstract: Any) -> NamedSharding:
+  """Splits a [rows, ...] array's rows over the data axis when they divide evenly, else replicates.
+
+  A queue always divides (K % B == 0 and B % devices == 0); a memory bank whose size is not a
+  multiple of the device count stays replicated, which costs memory but not correctness.
+  """
+  if abstract.ndim and abstract.shape[0] % mesh.shape[DATA_AXIS] == 0:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_groups(batch_size: int, num_groups: int) -> None:
+  if num_groups < 1 or batch_size % num_groups or batch_size // num_groups < 2:
+    raise UserError(
+        f"config.moco.bn_groups={num_groups} must split config.batch_size={batch_size} into equal "
+        f"sub-batches of at least 2 examples; choose a divisor of {batch_size} up to {batch_size // 2}."
+    )
+
+
+def apply_in_groups(fn: Callable[[jax.Array], tuple[Any, Any]], images: jax.Array, num_groups: int) -> tuple[Any, Any]:
+  """Runs `fn(images) -> (outputs, batch_stats)` on `num_groups` contiguous sub-batches.
+
+  BatchNorm inside `fn` then normalises each sub-batch by its own statistics, as it would on
+  one GPU of a data-parallel PyTorch run; this is how shuffle-BN is written in the global view.
+  Outputs are concatenated back in order; the updated running statistics are averaged over
+  groups (each group's update is m * old + (1 - m) * its batch statistic).
+  """
+  if num_groups == 1:
+    return fn(images)
+  batch = images.shape[0]
+  grouped = images.reshape(num_groups, batch // num_groups, *images.shape[1:])
+  outputs, stats = jax.vmap(fn)(grouped)
+  outputs = jax.tree.map(lambda y: y.reshape(batch, *y.shape[2:]), outputs)
+  return outputs, jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
+
+
+def apply_shuffled_in_groups(
+    fn: Callable[[jax.Array], tuple[Any, Any]], images: jax.Array, num_groups: int, rng: jax.Array
+) -> tuple[Any, Any]:
+  """`apply_in_groups` on a random permutation of the batch, outputs returned in batch order.
+
+  The key of example i is then normalised together with a random set of other examples, not
+  with the sub-batch of its query, so BatchNorm cannot leak which key is the positive (MoCo's
+  shuffle-BN, He et al. 2020, sec. 3.3).
+  """
+  permutation = shuffle_permutation(rng, images.shape[0])
+  outputs, stats = apply_in_groups(fn, images[permutation], num_groups)
+  inverse = jnp.argsort(permutation)
+  return jax.tree.map(lambda y: y[inverse], outputs), stats
+
+
+def shuffle_permutation(rng: jax.Array, batch_size: int) -> jax.Array:
+  return jax.random.permutation(rng, batch_size)
