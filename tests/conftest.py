@@ -11,6 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+# The tests run tiny models for a step or two, so compiling dominates: skip most of XLA's
+# optimisation passes, which cost far more time than they save here.
+if os.environ.get("JAXSSL_TEST_OPTIMIZE") != "1":
+  jax.config.update("jax_disable_most_optimizations", True)
 # Compilation dominates the suite's time; a cache makes re-runs much faster.
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))

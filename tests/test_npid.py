@@ -9,7 +9,7 @@ import pytest
 
 from jaxssl import methods, optim, train
 from jaxssl.errors import UserError
-from tests import helpers  # noqa: F401  (puts the repository root on sys.path for `configs`)
+from tests import helpers  # also puts the repository root on sys.path for `configs`
 from tests.test_moco import IDENTITY, _batch, compare_one_step_float64
 
 from configs import npid as npid_config
@@ -18,27 +18,8 @@ _BANK = 1440  # >= the 1437 training digits, and a multiple of 8 so the bank is 
 
 
 def tiny_config(preset: str = "", **overrides) -> ml_collections.ConfigDict:
-  c = npid_config.get_config(preset)
-  c.data.name = "builtin:digits"
-  c.data.image_size = 16
-  c.augment.views[0].size = 16
-  c.batch_size = 16
-  c.total_steps = 6
-  c.optimizer.warmup_steps = 0
-  c.model.width_multiplier = 0.0625
-  c.model.stem = "small"
-  c.model.projection_dim = 8
-  c.npid.num_negatives = 32
-  c.npid.bank_size = _BANK
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  c.lock()
-  return c
-
+  defaults = {"model.projection_dim": 8, "npid.num_negatives": 32, "npid.bank_size": _BANK}
+  return helpers.tiny_config(npid_config.get_config(preset), **{**defaults, **overrides})
 
 @pytest.fixture(scope="module")
 def setup():

@@ -14,31 +14,17 @@ import pytest
 
 from jaxssl import methods, optim, parallel, train
 from jaxssl.data import augment, pipeline, sources
-from tests import helpers  # noqa: F401  (puts the repository root on sys.path for `configs`)
+from tests import helpers  # also puts the repository root on sys.path for `configs`
 
-METHODS = ("barlow_twins", "simsiam", "vicreg")
 
 
 def tiny_config(name: str) -> ml_collections.ConfigDict:
   """`configs/<name>.py` on the built-in digits at 16 px with a width-4 ResNet-18 and 16-d heads."""
-  c = importlib.import_module(f"configs.{name}").get_config()
-  c.data.name = "builtin:digits"
-  c.data.image_size = 16
-  for view in c.augment.views:
-    view.size = 16
-  c.batch_size = 16
-  c.total_steps = 6
-  c.optimizer.warmup_steps = 0  # a first step with lr > 0
-  c.model.width_multiplier = 0.0625
-  c.model.stem = "small"
-  c.model.projector_hidden_dim = 16
-  c.model.projection_dim = 8
-  if "predictor_hidden_dim" in c.model:
-    c.model.predictor_hidden_dim = 4
-  c.eval.knn_every = 0
-  c.lock()
-  return c
-
+  config = importlib.import_module(f"configs.{name}").get_config()
+  heads = {"model.projector_hidden_dim": 16, "model.projection_dim": 8}
+  if "predictor_hidden_dim" in config.model:
+    heads["model.predictor_hidden_dim"] = 4
+  return helpers.tiny_config(config, **heads)
 
 def _setup(name):
   config = tiny_config(name)
@@ -74,7 +60,9 @@ def _step_with_gradients(method, tx, config, state, batch, mesh):
   return jax.device_get(fn(state, jax.device_put(batch, parallel.batch_sharded(mesh)), jax.random.key(7)))
 
 
-@pytest.mark.parametrize("name", METHODS)
+# SimSiam's loss is per example (only BatchNorm sees the batch), so the two methods whose loss
+# reduces over the global batch are the ones checked; each check costs two compilations.
+@pytest.mark.parametrize("name", ("barlow_twins", "vicreg"))
 def test_one_step_same_on_1_and_8_devices_float64(name):
   """Loss, gradients, new params and batch statistics agree to 1e-6 of their scale in float64."""
   assert jax.device_count() == 8

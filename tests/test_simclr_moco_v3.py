@@ -11,7 +11,7 @@ from flax import nnx
 from jaxssl import methods, models, optim, parallel, train
 from jaxssl.data import augment
 from jaxssl.models import functional, vit
-from tests import helpers  # noqa: F401  (puts the repository root on sys.path for `configs`)
+from tests import helpers  # also puts the repository root on sys.path for `configs`
 
 from configs import moco_v3 as moco_v3_config  # noqa: E402
 from configs import simclr as simclr_config  # noqa: E402
@@ -23,27 +23,7 @@ _IDENTITY = augment.AugmentSpec(
 
 def _tiny(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
   """16 px images, batch 16, 8-d projections: one compile per function stays short."""
-  c = config
-  c.data.name = "builtin:digits"
-  c.data.image_size = 16
-  for view in c.augment.views:
-    view.size = 16
-  c.batch_size = 16
-  c.total_steps = 6
-  c.optimizer.warmup_steps = 0  # a first step with lr > 0
-  c.model.width_multiplier = 0.0625
-  c.model.stem = "small"
-  c.model.projector_hidden_dim = 16
-  c.model.projection_dim = 8
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  c.lock()
-  return c
-
+  return helpers.tiny_config(config, **{"model.projector_hidden_dim": 16, "model.projection_dim": 8, **overrides})
 
 def _tiny_simclr():
   return _tiny(simclr_config.get_config())
