@@ -197,12 +197,10 @@ def test_video_folder_source_errors_name_the_fix(tmp_path):
 
 
 def test_tfds_video_source_under_mock_data():
-  tfds = pytest.importorskip("tensorflow_datasets")
-  try:
-    with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE):
-      source = video.TfdsVideoSource("ucf101", "train", fps=25.0)
-      record = source[0]
-  except Exception as e:  # noqa: BLE001 - mock_data's random-access support depends on the TFDS version
-    pytest.skip(f"tfds.testing.mock_data has no random access to ucf101 here: {e}")
+  import tensorflow_datasets as tfds  # noqa: PLC0415 - imports TensorFlow, so only in this test
+
+  with tfds.testing.mock_data(num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = video.TfdsVideoSource("ucf101", "train", fps=25.0)
+    record = source[0]
   assert len(source) == 1 and source.has_labels
   assert record["video"].ndim == 4 and record["video"].shape[-1] == 3 and record["video"].dtype == np.uint8
