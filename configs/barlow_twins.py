@@ -1,7 +1,7 @@
 """Barlow Twins (Zbontar et al. 2021, "Self-Supervised Learning via Redundancy Reduction").
 
 Presets (`--config=configs/barlow_twins.py:NAME`):
-  (none)    the quickstart: built-in textured digits on CPU, a few minutes on 2 cores.
+  (none)    the quickstart: built-in patterns on CPU, a few minutes on 2 cores.
   quick     the same data, about 3 minutes on 2 cores.
   cifar10   ResNet-18 (small stem) on TFDS cifar10, the solo-learn setting.
   imagenet  the paper's setting: ResNet-50, batch 2048, 1000 epochs, 8192-d projector, LARS.
@@ -41,7 +41,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "builtin:textured_digits"  # 'builtin:digits', 'tfds:cifar10', 'folder:/path/to/images'
+  c.data.name = "builtin:patterns"  # 'builtin:textured_digits', 'tfds:cifar10', 'folder:/path/to/images'
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32
@@ -54,9 +54,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.views = [_view(1.0, 0.0, 32, (0.3, 1.0)), _view(0.1, 0.2, 32, (0.3, 1.0))]
   for view in c.augment.views:
-    # The built-in digits come in random colours: a full-circle hue jitter and more grayscale
-    # keep colour from being the cue that matches two views; flips would turn a 2 into a mirror 2.
-    view.hue, view.saturation, view.grayscale_prob, view.flip_prob = 0.5, 0.8, 0.5, 0.0
+    # The built-in patterns come in random colours: a full-circle hue jitter and more grayscale
+    # keep colour from being the cue that matches two views.
+    view.hue, view.saturation, view.grayscale_prob = 0.5, 0.8, 0.5
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet18"

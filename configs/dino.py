@@ -1,7 +1,7 @@
 """DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers").
 
 Presets (`--config=configs/dino.py:NAME`):
-  (none)         the quickstart: built-in textured digits on CPU with multi-crop, ResNet-18 x0.25.
+  (none)         the quickstart: built-in patterns on CPU with multi-crop, ResNet-18 x0.25.
   quick          the same, about 3 minutes on 2 cores.
   imagenet       the paper's ResNet-50 setting (SGD, 2 x 224 + 8 x 96 crops), 100 epochs.
   imagenet_vit   the paper's default: ViT-S/16, AdamW, 2 x 224 + 8 x 96 crops, 100 epochs.
@@ -50,7 +50,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "builtin:textured_digits"
+  c.data.name = "builtin:patterns"  # or 'builtin:textured_digits', 'tfds:...', 'folder:...'
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32
@@ -61,11 +61,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.worker_count = 0
 
   # Multi-crop; the teacher sees the 2 global crops only. Paper: 2 x 224 and 8-10 x 96, local
-  # scale 0.05-0.4 (ViT) or 0.05-0.14 (ResNet-50). On 32 px digits larger fractions keep a digit
+  # scale 0.05-0.4 (ViT) or 0.05-0.14 (ResNet-50). On 32 px images larger fractions keep the pattern
   # in view; colour settings as configs/byol.py for the built-in data.
   c.augment = ml_collections.ConfigDict()
   c.augment.views, c.augment.local_views = _crops(
-      32, (0.3, 1.0), 4, 16, (0.1, 0.3), hue=0.5, saturation=0.8, grayscale_prob=0.5, flip_prob=0.0
+      32, (0.3, 1.0), 4, 16, (0.1, 0.3), hue=0.5, saturation=0.8, grayscale_prob=0.5
   )
 
   c.model = ml_collections.ConfigDict()

@@ -3,7 +3,7 @@
 The preset is a comma-separated list of tokens (`--config=configs/moco.py:v1,quick`):
   v2 (default) | v1        MoCo v2 (MLP head, tau 0.2, blur) or v1 (linear head, tau 0.07)
   (none) | quick | imagenet
-                           built-in textured digits on CPU (about 6 minutes on 2 cores), the same
+                           built-in patterns on CPU (about 6 minutes on 2 cores), the same
                            in about 3 minutes, or the paper's ImageNet setting (ResNet-50, 200 ep.)
   end_to_end | memory_bank the MoCo paper's other dictionaries (fig. 2) instead of the queue
 """
@@ -62,7 +62,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "builtin:textured_digits"
+  c.data.name = "builtin:patterns"  # or 'builtin:textured_digits', 'tfds:...', 'folder:...'
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32
@@ -75,9 +75,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.views = [_view(version, 32, (0.3, 1.0)) for _ in range(2)]
   for view in c.augment.views:
-    # As in configs/byol.py: the built-in digits come in random colours (full-circle hue jitter,
-    # more grayscale), and flips would turn a 2 into a mirror 2.
-    view.hue, view.saturation, view.grayscale_prob, view.flip_prob = 0.5, 0.8, 0.5, 0.0
+    # As in configs/byol.py: the built-in patterns come in random colours (full-circle hue
+    # jitter, more grayscale).
+    view.hue, view.saturation, view.grayscale_prob = 0.5, 0.8, 0.5
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet18"

@@ -1,7 +1,7 @@
 """MoCo v3 (Chen, Xie, He 2021, "An Empirical Study of Training Self-Supervised Vision Transformers").
 
 Presets (`--config=configs/moco_v3.py:NAME`):
-  (none)             the quickstart: built-in textured digits on CPU, a few minutes on 2 cores.
+  (none)             the quickstart: built-in patterns on CPU, a few minutes on 2 cores.
   quick              the same data, about 3 minutes on 2 cores.
   imagenet           the paper's ViT-S/16: frozen random patch projection, AdamW lr 1.5e-4 x B / 256,
                      wd 0.1, tau 0.2, batch 4096, 300 epochs (40 of warm-up).
@@ -43,7 +43,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "builtin:textured_digits"  # 'builtin:digits', 'tfds:imagenet2012', 'folder:/path/to/images'
+  c.data.name = "builtin:patterns"  # 'builtin:textured_digits', 'tfds:imagenet2012', 'folder:/path/to/images'
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32
@@ -57,9 +57,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.views = [_view(1.0, 0.0, 32, (0.3, 1.0)), _view(0.1, 0.2, 32, (0.3, 1.0))]
   for view in c.augment.views:
-    # The built-in digits come in random colours: a full-circle hue jitter and more grayscale
-    # keep colour from being the cue that matches two views; flips would turn a 2 into a mirror 2.
-    view.hue, view.saturation, view.grayscale_prob, view.flip_prob = 0.5, 0.8, 0.5, 0.0
+    # The built-in patterns come in random colours: a full-circle hue jitter and more grayscale
+    # keep colour from being the cue that matches two views.
+    view.hue, view.saturation, view.grayscale_prob = 0.5, 0.8, 0.5
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet18"  # paper: 'vit_small' / 'vit_base' (imagenet presets) or 'resnet50'

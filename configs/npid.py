@@ -2,7 +2,7 @@
 Discrimination").
 
 Presets (`--config=configs/npid.py:NAME`, tokens comma-separated):
-  (none)    built-in textured digits on CPU, about 6 minutes on 2 cores.
+  (none)    built-in patterns on CPU, about 6 minutes on 2 cores.
   quick     the same data, about 3 minutes on 2 cores.
   imagenet  the paper's setting: ResNet-50, batch 256, 200 epochs on TFDS imagenet2012.
   softmax   the full softmax over the memory bank instead of NCE (combine, e.g. 'quick,softmax').
@@ -49,7 +49,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "builtin:textured_digits"
+  c.data.name = "builtin:patterns"  # or 'builtin:textured_digits', 'tfds:...', 'folder:...'
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32
@@ -62,9 +62,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.views = [_view(32, (0.3, 1.0))]  # NPID sees one view per image per step
   for view in c.augment.views:
-    # As in configs/byol.py: random digit colours call for full-circle hue jitter and more
-    # grayscale; flips would turn a 2 into a mirror 2.
-    view.hue, view.saturation, view.grayscale_prob, view.flip_prob = 0.5, 0.8, 0.5, 0.0
+    # As in configs/byol.py: random pattern colours call for full-circle hue jitter and more
+    # grayscale.
+    view.hue, view.saturation, view.grayscale_prob = 0.5, 0.8, 0.5
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet18"

@@ -2,7 +2,7 @@
 Assignments").
 
 Presets (`--config=configs/swav.py:NAME`):
-  (none)    the quickstart: built-in textured digits on CPU with multi-crop (2 x 32 px + 4 x 16 px).
+  (none)    the quickstart: built-in patterns on CPU with multi-crop (2 x 32 px + 4 x 16 px).
   quick     the same, about 3 minutes on 2 cores.
   imagenet  the paper's setting: ResNet-50, batch 4096, 800 epochs, 2 x 224 + 6 x 96 crops, LARS.
 """
@@ -50,7 +50,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "builtin:textured_digits"  # 'builtin:digits', 'tfds:imagenet2012', 'folder:/path'
+  c.data.name = "builtin:patterns"  # 'builtin:textured_digits', 'tfds:imagenet2012', 'folder:/path'
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32
@@ -61,9 +61,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.worker_count = 0  # grain worker processes; 0 loads in the main process
 
   # Multi-crop: codes come from the 2 global crops, every crop predicts them. The paper's crops
-  # (2 x 224 at 0.14-1, 6 x 96 at 0.05-0.14) are in the imagenet preset; on 32 px digits a 5%
+  # (2 x 224 at 0.14-1, 6 x 96 at 0.05-0.14) are in the imagenet preset; on 32 px images a 5%
   # crop is a few pixels of background, so the CPU quickstart uses larger fractions.
-  colour = dict(hue=0.5, saturation=0.8, grayscale_prob=0.5, flip_prob=0.0)  # as configs/byol.py
+  colour = dict(hue=0.5, saturation=0.8, grayscale_prob=0.5)  # as configs/byol.py
   c.augment = ml_collections.ConfigDict()
   c.augment.views = [_view(32, (0.3, 1.0), **colour), _view(32, (0.3, 1.0), **colour)]
   c.augment.local_views = _local_views(4, 16, (0.1, 0.3), **colour)
@@ -77,7 +77,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.projection_dim = 128  # paper: 128
 
   c.swav = ml_collections.ConfigDict()
-  c.swav.num_prototypes = 100  # paper: 3000 for ImageNet; a few per class of the 10 digits here
+  c.swav.num_prototypes = 100  # paper: 3000 for ImageNet; a few per class of the 10 built-in classes
   c.swav.temperature = 0.1  # paper: tau = 0.1
   c.swav.sinkhorn_epsilon = 0.05  # paper: epsilon = 0.05
   c.swav.sinkhorn_iterations = 3  # paper: 3

@@ -1,6 +1,7 @@
 """Built-in image datasets that work offline, with no download.
 
-Both datasets are made from scikit-learn's bundled handwritten digits
+`patterns` (the quickstart's) is drawn procedurally; see `jaxssl.data.patterns`.
+`digits` and `textured_digits` are made from scikit-learn's bundled handwritten digits
 (`sklearn.datasets.load_digits`: 1797 real 8x8 digits written by 43 people,
 grey levels 0..16). The base digits are split by index: every fifth digit
 (`i % 5 == 0`) goes to `test`, the rest to `train`, so the test handwriting is
@@ -24,7 +25,8 @@ never seen during training.
   initialised network, is weak, while a representation that has learned to be
   invariant to crops (position and scale) and colour changes -- exactly what
   contrastive and self-distillation methods learn from random resized crops
-  and colour jitter -- recovers the digit.
+  and colour jitter -- recovers the digit. Learning that takes longer than a
+  few CPU minutes, though: the quickstart uses `patterns`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 from jaxssl.data.sources import DataError
 
-BUILTIN_DATASETS = ('digits', 'textured_digits')
+BUILTIN_DATASETS = ('patterns', 'digits', 'textured_digits')
 BUILTIN_SPLITS = ('train', 'test')
 
 # Number of rendered copies of every base digit in `textured_digits`.
@@ -55,7 +57,7 @@ def load_builtin(
     name: one of `BUILTIN_DATASETS`.
     split: 'train' or 'test'.
     image_size: height and width of the returned images (at least 8).
-    seed: seed of the random rendering (only used by `textured_digits`).
+    seed: seed of the random rendering (used by `patterns` and `textured_digits`).
 
   Returns:
     `{'image': uint8[N, S, S, 3], 'label': int32[N]}`; the arrays are cached
@@ -66,7 +68,7 @@ def load_builtin(
     raise DataError(
         f'Unknown built-in dataset {name!r}; valid names are '
         f'{", ".join(BUILTIN_DATASETS)} (use e.g. config.data.name = '
-        '"builtin:textured_digits").'
+        '"builtin:patterns").'
     )
   if split not in BUILTIN_SPLITS:
     raise DataError(
@@ -87,10 +89,12 @@ def base_indices(name: str, split: str) -> np.ndarray:
   """Index into `load_digits()` of the base digit behind each image.
 
   Aligned with `load_builtin(name, split)`; `textured_digits` lists one copy of
-  every base digit, then the next copy, and so on.
+  every base digit, then the next copy, and so on. Not defined for `patterns`.
   """
   if name not in BUILTIN_DATASETS or split not in BUILTIN_SPLITS:
     load_builtin(name, split)  # Raises the DataError.
+  if name == 'patterns':
+    raise ValueError("'patterns' is not made from digits.")
   index = np.arange(len(_all_digits()[0]))
   index = index[index % 5 == 0] if split == 'test' else index[index % 5 != 0]
   if name == 'textured_digits':
@@ -102,6 +106,8 @@ def base_indices(name: str, split: str) -> np.ndarray:
 def _load_cached(
     name: str, split: str, image_size: int, seed: int
 ) -> dict[str, np.ndarray]:
+  if name == 'patterns':
+    return _read_only(_load_patterns(split, image_size, seed))
   digits, labels = _base_digits(split)
   if name == 'digits':
     images = _render_plain(digits, image_size)
@@ -112,10 +118,24 @@ def _load_cached(
     digits = np.tile(digits, (copies, 1, 1))
     labels = np.tile(labels, copies)
     images = _render_textured(digits, image_size, rng)
-  result = {'image': images, 'label': labels.astype(np.int32)}
-  for array in result.values():
+  return _read_only({'image': images, 'label': labels.astype(np.int32)})
+
+
+def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  for array in arrays.values():
     array.flags.writeable = False
-  return result
+  return arrays
+
+
+def _load_patterns(split: str, image_size: int, seed: int) -> dict[str, np.ndarray]:
+  from jaxssl.data import patterns  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng([seed, _SPLIT_IDS[split], image_size, 1])
+  # Balanced classes in a shuffled order.
+  num_classes = len(patterns.CLASS_NAMES)
+  labels = rng.permutation(np.arange(patterns.SPLIT_SIZES[split]) % num_classes).astype(np.int32)
+  images = patterns.render_patterns(labels, image_size, rng, _contrasting_colours)
+  return {'image': images, 'label': labels}
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,7 +11,7 @@ them.
 
 `make_source(data_config, split)` picks a source from `config.data.name`:
 
-* `builtin:digits`, `builtin:textured_digits` -- offline datasets generated
+* `builtin:patterns`, `builtin:digits`, `builtin:textured_digits` -- offline datasets generated
   in memory (see `jaxssl.data.builtin`);
 * `tfds:<name>` -- a TFDS dataset prepared in ArrayRecord format, e.g.
   `tfds:cifar10` (`config.data.data_dir`, `image_key`, `label_key` apply);
@@ -34,6 +34,7 @@ from PIL import Image
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 SOURCE_FORMS = (
+    'builtin:patterns',
     'builtin:textured_digits',
     'builtin:digits',
     'tfds:<dataset name>',

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from jaxssl.data import builtin
+from jaxssl.data import patterns
 from jaxssl.data.sources import DataError
+
+_DIGIT_SETS = ('digits', 'textured_digits')
 
 _SIZES = {
     ('digits', 'train'): 1437,
@@ -63,7 +66,7 @@ def test_copies_are_rendered_differently():
   assert not np.any(np.all(first == second, axis=(1, 2, 3)))
 
 
-@pytest.mark.parametrize('name', builtin.BUILTIN_DATASETS)
+@pytest.mark.parametrize('name', _DIGIT_SETS)
 def test_train_and_test_base_digits_are_disjoint(name):
   train = set(builtin.base_indices(name, 'train').tolist())
   test = set(builtin.base_indices(name, 'test').tolist())
@@ -102,8 +105,50 @@ def test_textured_digits_are_hard_for_raw_pixels():
   assert textured < 0.5
 
 
+@pytest.mark.parametrize('split', builtin.BUILTIN_SPLITS)
+def test_patterns_shapes_and_balanced_labels(split):
+  data = builtin.load_builtin('patterns', split)
+  size = patterns.SPLIT_SIZES[split]
+  assert data['image'].shape == (size, 32, 32, 3) and data['image'].dtype == np.uint8
+  assert data['label'].dtype == np.int32
+  counts = np.bincount(data['label'], minlength=len(patterns.CLASS_NAMES))
+  np.testing.assert_array_equal(counts, size // len(patterns.CLASS_NAMES))
+  assert not data['image'].flags.writeable
+
+
+def test_patterns_are_deterministic_seeded_and_split_apart():
+  cached = builtin.load_builtin('patterns', 'test', seed=0)
+  fresh = builtin._load_cached.__wrapped__('patterns', 'test', 32, 0)
+  np.testing.assert_array_equal(cached['image'], fresh['image'])
+  assert not np.array_equal(cached['image'], builtin.load_builtin('patterns', 'test', seed=1)['image'])
+  train = builtin.load_builtin('patterns', 'train')['image'][:1000]
+  assert not np.array_equal(train, cached['image'])
+  assert builtin.load_builtin('patterns', 'test', image_size=16)['image'].shape == (1000, 16, 16, 3)
+
+
+def test_pattern_classes_differ_in_geometry_not_colour():
+  """Per-class means of the images are alike (colour carries no class information), while the
+  orientation of the intensity gradients separates the stripe classes."""
+  data = builtin.load_builtin('patterns', 'train')
+  images, labels = data['image'].astype(np.float32) / 255, data['label']
+  class_colour = np.stack([images[labels == c].mean((0, 1, 2)) for c in range(10)])
+  assert np.ptp(class_colour, axis=0).max() < 0.05
+  grey = images.mean(-1)
+  vertical = np.abs(np.diff(grey, axis=1)).mean((1, 2))  # changes from row to row
+  horizontal = np.abs(np.diff(grey, axis=2)).mean((1, 2))
+  ratio = vertical / horizontal
+  assert np.median(ratio[labels == 0]) > 1.5  # horizontal stripes vary down the image
+  assert np.median(ratio[labels == 1]) < 1 / 1.5  # vertical stripes across it
+
+
+def test_patterns_are_hard_for_raw_pixels():
+  accuracy = _one_nn_accuracy('patterns')
+  print(f'raw-pixel 1-NN accuracy on patterns: {accuracy:.3f}')
+  assert 0.1 < accuracy < 0.5
+
+
 def test_unknown_name_and_split():
-  with pytest.raises(DataError, match='digits, textured_digits'):
+  with pytest.raises(DataError, match='patterns, digits, textured_digits'):
     builtin.load_builtin('mnist', 'train')
   with pytest.raises(DataError, match='train, test'):
     builtin.load_builtin('digits', 'validation')
