@@ -100,9 +100,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if preset == "quick":
-    c.total_steps = 250
-    c.checkpoint_every = 125
-    c.eval.knn_every = 125
+    # 300 steps (about 3 minutes): at 250 kNN was 32.1, level with raw pixels (32.5) on the
+    # built-in patterns; at 300 it is 37.5. See experiments/README.md.
+    c.total_steps = 300
+    c.checkpoint_every = 150
+    c.eval.knn_every = 150
   elif preset == "cifar10":
     c.data.name = "tfds:cifar10"
     c.batch_size = 256
