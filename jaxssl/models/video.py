@@ -22,11 +22,46 @@ def _batch_norm(features: int, dtype: Any, rngs: nnx.Rngs, zero_scale: bool = Fa
   return resnet._batch_norm(features, dtype, rngs, zero_scale)  # pylint: disable=protected-access
 
 
-def _conv3d(in_features: int, out_features: int, kernel: tuple[int, int, int], stride: tuple[int, int, int], dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
-  return nnx.Conv(
-      in_features, out_features, kernel_size=kernel, strides=stride, padding=[(k // 2, k // 2) for k in kernel],
-      use_bias=False, dtype=dtype, kernel_init=nnx.initializers.variance_scaling(2.0, "fan_out", "normal"), rngs=rngs,
-  )
+def conv3d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int, int]) -> jax.Array:
+  """'Same'-padded 3-D convolution of x [B, T, H, W, C] with an odd-sized kernel [kt, kh, kw, C, O].
+
+  XLA:CPU runs 3-D convolutions through a slow generic loop (its backward pass is about 50x
+  slower than 2-D convolutions of the same FLOPs), which made CPU video runs impractical. On CPU
+  the kt temporal taps are therefore stacked along channels and computed as ONE 2-D convolution
+  of every output frame, which is the same sum term by term; TPU and GPU use the native op.
+  """
+  kt, kh, kw, in_features, out_features = kernel.shape
+  spatial_padding = [(kh // 2, kh // 2), (kw // 2, kw // 2)]
+  if jax.default_backend() != "cpu":
+    return jax.lax.conv_general_dilated(
+        x, kernel, strides, [(kt // 2, kt // 2)] + spatial_padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+    )
+  batch, frames = x.shape[:2]
+  x = jnp.pad(x, ((0, 0), (kt // 2, kt // 2), (0, 0), (0, 0), (0, 0)))
+  out_frames = (frames - 1) // strides[0] + 1
+  # taps[b, t, ..., dt * C + c] = x_padded[b, t * stride + dt, ..., c]
+  taps = jnp.concatenate([x[:, dt : dt + (out_frames - 1) * strides[0] + 1 : strides[0]] for dt in range(kt)], axis=-1)
+  taps = taps.reshape(batch * out_frames, *taps.shape[2:])
+  kernel_2d = jnp.moveaxis(kernel, 0, 2).reshape(kh, kw, kt * in_features, out_features)
+  y = jax.lax.conv_general_dilated(taps, kernel_2d, strides[1:], spatial_padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y.reshape(batch, out_frames, *y.shape[1:])
+
+
+class Conv3D(nnx.Module):
+  """A bias-free 'same'-padded 3-D convolution (He init, fan-out) computed by `conv3d`."""
+
+  def __init__(self, in_features: int, out_features: int, kernel: tuple[int, int, int], stride: tuple[int, int, int], dtype: Any, rngs: nnx.Rngs):
+    if any(k % 2 == 0 for k in kernel):
+      raise ValueError(f"Conv3D needs odd kernel sizes for 'same' padding, got {kernel}.")
+    init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+    self.kernel = nnx.Param(init(rngs.params(), (*kernel, in_features, out_features)))
+    self.strides = tuple(stride)
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...]
+    dtype = self.dtype if self.dtype is not None else jnp.promote_types(x.dtype, kernel.dtype)  # as nnx.Conv
+    return conv3d(x.astype(dtype), kernel.astype(dtype), self.strides)
 
 
 def _pool(x: jax.Array) -> jax.Array:
@@ -81,9 +116,7 @@ class TSMResNet(nnx.Module):
     batch, frames = clips.shape[:2]
     net = self.net
     x = clips.reshape(batch * frames, *clips.shape[2:])
-    x = nnx.relu(net.stem_bn(net.stem_conv(x)))
-    if net.stem_kind == "imagenet":
-      x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = net.stem(x)  # frame by frame, as TSM's 2D stem
     for block in net.blocks:
       x = _tsm_block(block, x, frames, self.shift_fraction)
     return _pool(x.reshape(batch, frames, *x.shape[1:]))
@@ -99,9 +132,9 @@ class Conv2Plus1D(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, stride: int, dtype: Any, rngs: nnx.Rngs):
     mid = max(1, (in_features * out_features * 27) // (in_features * 9 + 3 * out_features))
-    self.spatial = _conv3d(in_features, mid, (1, 3, 3), (1, stride, stride), dtype, rngs)
+    self.spatial = Conv3D(in_features, mid, (1, 3, 3), (1, stride, stride), dtype, rngs)
     self.bn = _batch_norm(mid, dtype, rngs)
-    self.temporal = _conv3d(mid, out_features, (3, 1, 1), (stride, 1, 1), dtype, rngs)
+    self.temporal = Conv3D(mid, out_features, (3, 1, 1), (stride, 1, 1), dtype, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.temporal(nnx.relu(self.bn(self.spatial(x))))
@@ -114,9 +147,11 @@ class R2Plus1DBlock(nnx.Module):
     self.bn1 = _batch_norm(out_features, dtype, rngs)
     self.conv2 = Conv2Plus1D(out_features, out_features, 1, dtype, rngs)
     self.bn2 = _batch_norm(out_features, dtype, rngs)
-    self.shortcut = None
-    if stride != 1 or in_features != out_features:
-      self.shortcut = nnx.Sequential(_conv3d(in_features, out_features, (1, 1, 1), (stride,) * 3, dtype, rngs), _batch_norm(out_features, dtype, rngs))
+    needs_projection = stride != 1 or in_features != out_features
+    self.shortcut = (
+        nnx.Sequential(Conv3D(in_features, out_features, (1, 1, 1), (stride,) * 3, dtype, rngs), _batch_norm(out_features, dtype, rngs))
+        if needs_projection else None
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.bn2(self.conv2(nnx.relu(self.bn1(self.conv1(x)))))
@@ -130,8 +165,8 @@ class R2Plus1D18(nnx.Module):
     base = max(1, int(round(64 * width_multiplier)))
     stem_mid = max(1, int(round(45 * width_multiplier)))
     self.stem = nnx.Sequential(
-        _conv3d(in_features, stem_mid, (1, 7, 7), (1, 2, 2), dtype, rngs), _batch_norm(stem_mid, dtype, rngs), nnx.relu,
-        _conv3d(stem_mid, base, (3, 1, 1), (1, 1, 1), dtype, rngs), _batch_norm(base, dtype, rngs), nnx.relu,
+        Conv3D(in_features, stem_mid, (1, 7, 7), (1, 2, 2), dtype, rngs), _batch_norm(stem_mid, dtype, rngs), nnx.relu,
+        Conv3D(stem_mid, base, (3, 1, 1), (1, 1, 1), dtype, rngs), _batch_norm(base, dtype, rngs), nnx.relu,
     )
     blocks, features = [], base
     for stage in range(4):
@@ -162,7 +197,7 @@ class Small3DCNN(nnx.Module):
     strides = ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2))
     for stage, stride in enumerate(strides):
       out = width * 2**stage
-      layers += [_conv3d(features, out, (3, 3, 3), stride, dtype, rngs), _batch_norm(out, dtype, rngs)]
+      layers += [Conv3D(features, out, (3, 3, 3), stride, dtype, rngs), _batch_norm(out, dtype, rngs)]
       features = out
     self.layers = nnx.List(layers)
     self.num_features = features
