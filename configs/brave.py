@@ -1,8 +1,8 @@
 """BraVe (Recasens et al. 2021, "Broaden Your Views for Self-Supervised Video Learning").
 
 Presets (`--config=configs/brave.py:NAME`):
-  (none)  built-in moving_shapes (offline audio-visual data) on CPU: a narrow RGB view and
-          motion + audio broad views, longer than `quick`.
+  (none)  built-in moving_shapes (offline audio-visual data) on CPU: a narrow view seen as
+          motion (frame differences) and motion + audio broad views, longer than `quick`.
   quick   the same, about 5 minutes on 2 CPU cores.
   paper   the paper's Kinetics-600 setting: TSM-ResNet-50 narrow view (16 x 224 px), broad
           views of 64 frames at 112 px (flow-free motion) and audio, batch 512, 300k steps.
@@ -40,7 +40,7 @@ def _clip_augment(blur_prob: float = 0.0) -> ml_collections.ConfigDict:
 def _view(modality: str, num_frames: int, stride: int, size: int, backbone: str, width: float, crop_scale=(0.3, 1.0), flip_prob=0.5, blur_prob=0.0, stem="imagenet"):
   return ml_collections.ConfigDict(
       dict(
-          modality=modality,  # 'rgb', 'motion' (frame differences), 'flow' (precomputed) or 'audio'
+          modality=modality,  # 'rgb', 'motion' (frame differences), 'flow' (precomputed) or 'audio' (broad views only)
           num_frames=num_frames,
           stride=stride,
           size=size,
@@ -83,7 +83,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.brave = ml_collections.ConfigDict()
   # The built-in paths include mirror-image pairs (clockwise vs counter-clockwise circles), so
   # flips would make classes indistinguishable; natural video keeps the paper's flips.
-  c.brave.narrow = _view("rgb", 8, 1, 32, "small3d", 1.0, flip_prob=0.0, blur_prob=0.5)
+  # The narrow view is seen as motion (differences of its 9 RGB frames) on the built-in data:
+  # fed raw RGB, a small 3D CNN does not find the motion in a few hundred CPU steps even when
+  # trained with labels (11-14% test accuracy against 58.5% on frame differences; see
+  # experiments/README.md). The paper preset keeps the paper's RGB narrow view.
+  c.brave.narrow = _view("motion", 9, 1, 32, "small3d", 1.0, flip_prob=0.0, blur_prob=0.5)
   c.brave.broad_views = [
       _view("motion", 12, 2, 16, "small3d", 1.0, flip_prob=0.0),
       _view("audio", 12, 2, 0, "resnet9", 0.25),
@@ -138,10 +142,13 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.checkpoint_every = 150
     c.eval.knn_every = 0
-    c.brave.narrow = _view("rgb", 8, 1, 32, "small3d", 0.5, flip_prob=0.0, blur_prob=0.5)
+    c.brave.narrow = _view("motion", 9, 1, 32, "small3d", 0.5, flip_prob=0.0, blur_prob=0.5)
     c.brave.broad_views = [_view("audio", 8, 3, 0, "resnet9", 0.125)]
     c.model.projector_hidden_dim = c.model.predictor_hidden_dim = 256
     c.model.projection_dim = 64
+    # At batch 32 the default 0.2 x 32/256 peaks at 0.025; higher rates learned faster (kNN after
+    # 300 steps: 36.0 at base 0.2, 44.3 at 0.4, 58.8 at 0.8; experiments/README.md).
+    c.optimizer.base_learning_rate = 0.8
   elif preset == "paper":
     c.data.name = "tfds:kinetics600"
     c.data.eval_split = "validation"

@@ -7,6 +7,7 @@ will in N steps either; that is how the built-in quickstart data was chosen.
 
   python experiments/supervised_check.py --config=configs/byol.py:quick --steps=200
   python experiments/supervised_check.py --config=configs/byol.py --config.data.name=builtin:textured_digits
+  python experiments/supervised_check.py --config=configs/brave.py:quick --batch_size=32   # narrow clips
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from jaxssl import methods
 from jaxssl.data import augment
 from jaxssl.data import pipeline
 from jaxssl.data import sources
+from jaxssl.data import video
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config (its model and data are used).", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 200, "Training steps.")
@@ -33,6 +35,10 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 
 
 def _arrays(config, split: str) -> dict[str, np.ndarray]:
+  """{'image': uint8 images or, for video configs, the narrow view's centred clips; 'label'}."""
+  if config.data.get("kind") == "video":
+    arrays = video.load_clip_eval_arrays(video.make_video_source(config.data, split), video.spec_from_config(config.brave.narrow))
+    return {"image": arrays["clip"], "label": arrays["label"]}
   source = sources.make_source(config.data, split)
   return pipeline.load_eval_arrays(source, config.data.image_size, None)
 
@@ -50,8 +56,11 @@ def main(argv) -> None:
   tx = optax.sgd(_LEARNING_RATE.value, momentum=0.9)
   opt_state = tx.init(variables)
 
+  # Video methods may feed their backbone something derived from the clip (e.g. frame differences).
+  backbone_input = getattr(method, "narrow_input", lambda x: x)
+
   def logits_fn(variables, stats, images, train):
-    features, new_stats = method.backbone(variables[0], stats, augment.normalize(images), train=train)
+    features, new_stats = method.backbone(variables[0], stats, backbone_input(augment.normalize(images)), train=train)
     logits, _ = method.probe(variables[1], {}, features, train=train)
     return logits, new_stats
 

@@ -181,3 +181,21 @@ def test_config_mistakes_name_the_fix():
   config.brave.broad_views = []
   with pytest.raises(UserError, match="at least one broad view"):
     methods.make_method(config)
+  config = tiny_config()
+  config.unlock()
+  config.brave.narrow.modality = "audio"
+  with pytest.raises(UserError, match="narrow.modality"):
+    methods.make_method(config)
+
+
+def test_motion_narrow_view_embeds_frame_differences(setup):
+  """With narrow.modality='motion' the narrow backbone (training and evaluation) sees frame differences."""
+  config, method, _, state, batch = setup
+  config = config.copy_and_resolve_references()
+  config.brave.narrow.modality = "motion"
+  motion = methods.make_method(config, num_classes=builtin_av.NUM_CLASSES)
+  clips = augment.normalize(batch["narrow"][:4])
+  got = motion.embed(state.params, state.extra, clips)
+  expected = method.embed(state.params, state.extra, clips[:, 1:] - clips[:, :-1])
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(got, method.embed(state.params, state.extra, clips), atol=1e-3)

@@ -26,6 +26,9 @@ SPLIT_SIZES = {'train': 1200, 'test': 400}
 _SPLIT_SEEDS = {'train': 0, 'test': 1}
 # Tone pitch per class, half an octave apart: 250 Hz ... 2.8 kHz (below the 4 kHz Nyquist limit).
 CLASS_PITCHES = 250.0 * 2.0 ** (np.arange(NUM_CLASSES) / 2.0)
+TEXTURE_STRENGTH = 20.0  # std of the static background texture, in grey levels
+FLICKER_STRENGTH = 6.0  # std of the per-frame sensor noise
+RADIUS_RANGE = (2.5, 4.5)  # the shape's radius (half side for squares), in pixels
 
 
 def class_paths(label: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +59,7 @@ def render(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray
   centre = IMAGE_SIZE / 2 + rng.uniform(-3.0, 3.0, (n, 2))
   x = centre[:, :1] + amplitude * dx  # [N, F]
   y = centre[:, 1:] + amplitude * dy
-  radius = rng.uniform(2.5, 4.5, (n, 1, 1, 1))
+  radius = rng.uniform(*RADIUS_RANGE, (n, 1, 1, 1))
   square = rng.random((n, 1, 1, 1)) < 0.5
   x, y, radius = x.astype(np.float32), y.astype(np.float32), radius.astype(np.float32)
   grid = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
@@ -68,11 +71,11 @@ def render(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray
   # Static texture and per-frame sensor noise, drawn from small banks (drawing fresh noise for
   # every pixel of every frame would dominate the generation time).
   bank = rng.standard_normal((256, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
-  texture = 20 * bank[rng.integers(0, 256, (n, 1))]
+  texture = TEXTURE_STRENGTH * bank[rng.integers(0, 256, (n, 1))]
   # The shape's colour differs from the background by at least 80 levels in some channel.
   colour = (background + rng.choice([-1, 1], (n, 1, 1, 1, 3)) * rng.uniform(80, 160, (n, 1, 1, 1, 3))) % 256
   colour = colour.astype(np.float32)
-  flicker = 6 * bank[rng.integers(0, 256, (n, NUM_FRAMES))]
+  flicker = FLICKER_STRENGTH * bank[rng.integers(0, 256, (n, NUM_FRAMES))]
   video = (1 - mask) * (background + texture) + mask * colour + flicker
   video = np.clip(np.rint(video), 0, 255).astype(np.uint8)
 

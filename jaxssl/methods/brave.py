@@ -42,6 +42,13 @@ def _video_backbone(view_config, modality: str, dtype, rngs: nnx.Rngs) -> nnx.Mo
   )
 
 
+# The paper's narrow view is RGB. 'motion' (differences of the RGB frames) is for short CPU runs:
+# on the built-in data a small network fed RGB clips does not find the motion within a few
+# hundred steps even with labels, while the same network fed frame differences does (see
+# experiments/README.md).
+_NARROW_MODALITIES = ("rgb", "motion")
+
+
 class BraVe:
   """BraVe as pure functions; see the module docstring for the equations."""
 
@@ -52,6 +59,11 @@ class BraVe:
     self.num_classes = num_classes
     cfg = config.brave
     self.narrow_view = video.spec_from_config(cfg.narrow)
+    if self.narrow_view.modality not in _NARROW_MODALITIES:
+      raise UserError(
+          f"config.brave.narrow.modality is '{self.narrow_view.modality}', but the narrow view is seen as frames; "
+          f"use one of {_NARROW_MODALITIES}."
+      )
     self.broad_views = tuple(video.spec_from_config(v) for v in cfg.broad_views)
     if not self.broad_views:
       raise UserError("config.brave.broad_views is empty; BraVe needs at least one broad view (e.g. modality 'motion' or 'audio').")
@@ -145,7 +157,7 @@ class BraVe:
     stats = dict(extra["batch_stats"])
     keys = jax.random.split(rng, 1 + len(self.broad_views))
     narrow_clips = augment.normalize(clip_augment.augment_clips(keys[0], batch["narrow"], self.narrow_augment))
-    narrow_features, stats["backbone"] = self.backbone(params["backbone"], stats["backbone"], narrow_clips, train=True)
+    narrow_features, stats["backbone"] = self.backbone(params["backbone"], stats["backbone"], self.narrow_input(narrow_clips), train=True)
     narrow = self._heads(params, stats, narrow_features)
     broad, broad_stats = [], []
     for k, (view, spec, backbone) in enumerate(zip(self.broad_views, self.broad_augments, self.broad_backbones)):
@@ -167,7 +179,11 @@ class BraVe:
     del state  # no target network: only the batch statistics change outside the gradient step
     return {"batch_stats": aux["batch_stats"]}
 
+  def narrow_input(self, clips):
+    """The narrow backbone's input from normalised RGB clips: the clips, or their frame differences."""
+    return clip_augment.frame_differences(clips) if self.narrow_view.modality == "motion" else clips
+
   def embed(self, params, extra, clips, *, train: bool = False):
-    """Narrow-backbone features of normalised clips [B, T, H, W, 3]."""
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], clips, train=train)
+    """Narrow-backbone features of normalised RGB clips [B, T, H, W, 3]."""
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.narrow_input(clips), train=train)
     return features
