@@ -242,3 +242,17 @@ def test_dictionary_baselines_same_on_1_and_8_devices_float64(dictionary):
   if dictionary == "memory_bank":
     changed = np.any(new_state.extra["memory_bank"] != np.asarray(state.extra["memory_bank"], np.float64), axis=-1)
     np.testing.assert_array_equal(np.flatnonzero(changed), np.sort(batch["index"]))
+
+
+def test_head_batch_norm_keeps_head_statistics_per_sub_batch():
+  """With model.head_batch_norm the v2 head is fc-BN-ReLU-fc, its statistics in the key encoder too."""
+  config = tiny_config(**{"model.head_batch_norm": True, "moco.bn_groups": 2})
+  method = methods.make_method(config, num_classes=10)
+  params, extra = method.init(jax.random.key(0))
+  assert jax.tree.leaves(extra["batch_stats"]["head"]) and jax.tree.leaves(extra["key_batch_stats"]["head"])
+  images = jax.random.uniform(jax.random.key(1), (config.batch_size, 16, 16, 3))
+  (_, projection), stats = method.encode_queries(params, extra["batch_stats"], images)
+  # Each sub-batch is normalised on its own: encoding one half alone gives the same projections.
+  (_, half), _ = method._encoder(params, extra["batch_stats"])(images[: config.batch_size // 2])
+  np.testing.assert_allclose(projection[: config.batch_size // 2], half, rtol=1e-4, atol=1e-5)
+  assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b)), stats["head"], extra["batch_stats"]["head"]))

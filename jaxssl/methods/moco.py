@@ -44,16 +44,22 @@ class ProjectionHead(nnx.Module):
   """Linear (MoCo v1, NPID) or Linear-ReLU-Linear (MoCo v2) head, without BatchNorm.
 
   The official MoCo v2 head is fc-ReLU-fc; it has no BN, so no batch statistics can leak
-  through it either.
+  through it either. `batch_norm=True` adds BN after the hidden layer (fc-BN-ReLU-fc, SimCLR's
+  and MoCo v3's head), which short runs from a small random network need (see configs/moco.py).
   """
 
-  def __init__(self, in_features: int, hidden_features: int, out_features: int, *, dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, hidden_features: int, out_features: int, *, batch_norm: bool = False, dtype: Any = None, rngs: nnx.Rngs):
     self.hidden = nnx.Linear(in_features, hidden_features, dtype=dtype, rngs=rngs) if hidden_features else None
+    self.norm = (
+        nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs)
+        if batch_norm and hidden_features else None
+    )
     self.output = nnx.Linear(hidden_features or in_features, out_features, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.hidden is not None:
-      x = nnx.relu(self.hidden(x))
+      x = self.hidden(x)
+      x = nnx.relu(self.norm(x) if self.norm is not None else x)
     x = self.output(x)
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
@@ -80,7 +86,10 @@ class MoCo:
     cfg = self.config.model
     backbone = models.make_backbone(cfg, rngs)
     hidden = cfg.projector_hidden_dim if cfg.mlp_head else 0
-    head = ProjectionHead(backbone.num_features, hidden, cfg.projection_dim, dtype=models.compute_dtype(cfg.dtype), rngs=rngs)
+    head = ProjectionHead(
+        backbone.num_features, hidden, cfg.projection_dim, batch_norm=cfg.get("head_batch_norm", False),
+        dtype=models.compute_dtype(cfg.dtype), rngs=rngs,
+    )
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
     return backbone, head, probe
 
@@ -91,7 +100,7 @@ class MoCo:
     params = dict(zip(names, params))
     if not self.num_classes:
       del params["probe"]
-    extra = {"batch_stats": {"backbone": stats[0]}}
+    extra = {"batch_stats": {"backbone": stats[0], "head": stats[1]}}
     cfg, dim = self.config.moco, self.config.model.projection_dim
     if cfg.dictionary == "queue":
       # The key encoder starts as an exact copy of the query encoder.
@@ -118,8 +127,8 @@ class MoCo:
 
     def encode(images):
       features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], images, train=True)
-      projection, _ = self.head(params["head"], {}, features, train=True)
-      return (features, projection), {"backbone": backbone_stats}
+      projection, head_stats = self.head(params["head"], stats["head"], features, train=True)
+      return (features, projection), {"backbone": backbone_stats, "head": head_stats}
 
     return encode
 
