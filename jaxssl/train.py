@@ -394,10 +394,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     pending = []
     if not all(math.isfinite(float(m["loss"])) for m in per_step):
       kept = f"the checkpoint at step {last_good_checkpoint} is kept" if last_good_checkpoint else "no checkpoint was written"
+      # Only suggest float32 to a run that is not already in it.
+      precision = "" if config.model.get("dtype", "float32") == "float32" else " or use config.model.dtype='float32'"
       raise UserError(
           f"The loss became NaN or infinite by step {step} ({kept}); lower "
-          f"config.optimizer.base_learning_rate (now {config.optimizer.base_learning_rate}) or use "
-          f"config.model.dtype='float32', then re-run."
+          f"config.optimizer.base_learning_rate (now {config.optimizer.base_learning_rate}){precision}, then re-run."
       )
     if projection_dim and "embedding_std" in mean:
       warning = monitors.collapse_warning(mean["embedding_std"], projection_dim, step)

@@ -72,3 +72,4 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   kept = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
   assert kept, "the last good checkpoint must survive"
   assert f"step {kept[-1]} is kept" in str(error.value)
+  assert "base_learning_rate" in str(error.value) and "dtype" not in str(error.value)  # already float32
