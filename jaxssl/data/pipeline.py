@@ -15,6 +15,8 @@ depend on `worker_count` or the number of threads.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 import concurrent.futures
 from typing import Any
@@ -134,8 +136,10 @@ class TrainIterator(grain.DatasetIterator):
     return f'TrainIterator(next_batch={self._next_batch}, {self._fingerprint})'
 
 
-def _with_index(index: int, record: dict[str, Any]) -> dict[str, Any]:
-  return {**record, 'index': np.int32(index)}
+def _with_index(num_records: int, index: int, record: dict[str, Any]) -> dict[str, Any]:
+  # Past the first epoch `repeat` hands down indices beyond the source's length (the source
+  # reads record index % length), so the record's position is the index modulo the length.
+  return {**record, 'index': np.int32(index % num_records)}
 
 
 def make_train_iterator(
@@ -209,7 +213,7 @@ def make_train_iterator(
   ds = grain.MapDataset.source(source)
   # Each record's position in the source, for methods that keep per-example state (NPID's
   # memory bank); taken before sharding and shuffling, so it is the global dataset index.
-  ds = ds.map_with_index(_with_index)
+  ds = ds.map_with_index(functools.partial(_with_index, num_records))
   ds = ds[process_index : shard_size * process_count : process_count]
   ds = ds.seed(pipeline_seed)
   ds = ds.shuffle()  # Reseeded with the epoch by the `repeat` below.

@@ -147,6 +147,13 @@ def test_epochs_are_reshuffled_permutations():
   assert not np.array_equal(first, np.arange(_N))
 
 
+def test_index_is_the_record_position_in_every_epoch():
+  """NPID's memory bank is addressed by `index`; it must stay the record's position after epoch 1."""
+  batches = _take(_iterator(), 3 * _N // 8)
+  for batch in batches:  # the source's labels are the record positions
+    np.testing.assert_array_equal(batch['index'], batch['label'])
+
+
 def test_process_shards_are_disjoint_and_cover_the_data():
   source = _index_source(_N + 3)  # 3 records are dropped to even the shards.
   seen = []
