@@ -32,7 +32,7 @@ def main(argv) -> None:
   config = _CONFIG.value
   mesh = parallel.make_mesh()
   source = sources.make_source(config.data, config.data.train_split)
-  view_specs = [dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views]
+  view_specs = pipeline.host_view_specs(config.augment.views)
   per_process = parallel.check_batch_size(config.batch_size)
 
   # Host pipeline alone, single-threaded, so the number is per core.

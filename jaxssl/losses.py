@@ -370,10 +370,8 @@ def info_nce_loss(queries: jax.Array, keys: jax.Array, temperature: float) -> ja
   with q and k L2-normalised. The 2 tau factor (from the official code) makes the gradient's
   scale independent of tau. Keys come from the momentum encoder and get no gradient.
   """
-  q = l2_normalize(queries)
-  k = l2_normalize(jax.lax.stop_gradient(keys))
-  logits = q @ k.T / temperature
-  return softmax_cross_entropy(logits, jnp.arange(q.shape[0])) * (2.0 * temperature)
+  keys = l2_normalize(jax.lax.stop_gradient(keys))
+  return in_batch_info_nce(l2_normalize(queries), keys, temperature) * (2.0 * temperature)
 
 
 def moco_v3_loss(

@@ -465,7 +465,7 @@ def _host_view_specs(config, method) -> list[dict]:
   """Crop settings of the image views; empty for methods that bring their own host transform."""
   if hasattr(method, "host_transform"):
     return []
-  return [dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views]
+  return pipeline.host_view_specs(config.augment.views)
 
 
 def _make_evaluator(config, method, mesh, train_source) -> Evaluator | None:

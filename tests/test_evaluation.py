@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from jaxssl.evaluation import knn, linear, monitors
+from jaxssl.evaluation import agreement, knn, linear, monitors
 
 
 def test_weighted_knn_votes_by_similarity():
@@ -47,3 +47,27 @@ def test_collapse_monitor():
   assert monitors.collapse_warning(1 / math.sqrt(dim), dim, step=10) is None
   warning = monitors.collapse_warning(1e-4, dim, step=10)
   assert warning is not None and "collapsing" in warning and "step 10" in warning
+
+
+def test_view_agreement_on_hand_made_features():
+  # Three images. After removing the batch mean the centred cosines are (rows: view 0)
+  #   [[ 0.41   0.514 -0.465]
+  #    [ 0.912  0.857 -0.885]
+  #    [-0.935 -0.97   0.955]]
+  # so only image 2 finds its own view 1 first.
+  view0 = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+  view1 = np.array([[0.0, 1.0], [0.1, 1.0], [-1.0, -1.0]])
+  labels = np.array([0, 1, 0])
+  result = agreement.view_agreement(view0, view1, labels)
+
+  def unit(x):
+    x = x - x.mean(0)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+  cosines = unit(view0) @ unit(view1).T
+  assert result.view_retrieval == 1 / 3
+  np.testing.assert_allclose(result.cosine_same, np.trace(cosines) / 3)
+  np.testing.assert_allclose(result.cosine_other, (cosines.sum() - np.trace(cosines)) / 6)
+  # Nearest other images: 0 -> 1 (class 1, not 0), 1 -> 0 (class 0, not 1), 2 -> 0 (class 0 = 0).
+  assert np.argmax(np.where(np.eye(3, dtype=bool), -np.inf, cosines), axis=1).tolist() == [1, 0, 0]
+  assert result.nearest_other_same_class == 1 / 3

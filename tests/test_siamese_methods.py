@@ -31,7 +31,7 @@ def _setup(name):
   source = sources.make_source(config.data, "train")
   data = pipeline.make_train_iterator(
       source, seed=0, per_process_batch_size=config.batch_size,
-      view_specs=[dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in config.augment.views],
+      view_specs=pipeline.host_view_specs(config.augment.views),
       process_index=0, process_count=1,
   )
   batch = next(data)

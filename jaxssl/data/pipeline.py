@@ -32,6 +32,11 @@ from jaxssl.data.sources import ArraySource, DataError
 _STATE_VERSION = 1
 
 
+def host_view_specs(view_configs: Sequence[Any]) -> list[dict]:
+  """The host-side part of each view's config (crop size and scale, flip) for `make_train_iterator`."""
+  return [dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in view_configs]
+
+
 def _pipeline_seed(seed: int, process_index: int) -> int:
   """Per-process seed so that processes draw independent views."""
   sequence = np.random.SeedSequence([int(seed) % 2**63, int(process_index)])
