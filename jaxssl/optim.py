@@ -17,22 +17,19 @@ OPTIMIZERS = ("lars", "adamw", "sgd")
 
 # Top-level parameter groups that are evaluation devices, not part of the representation.
 PROBE_KEYS = ("probe",)
+# The online probe's own SGD learning rate (momentum 0.9, no weight decay). Its inputs have unit
+# norm on average (`methods.common.linear_probe_loss`), so one rate suits every method; tied to
+# the method's rate instead, the probe diverged at high rates and barely moved at low ones.
+PROBE_LEARNING_RATE = 0.5
 
 
 def decay_mask(params: Any) -> Any:
   """True for weight matrices and conv kernels, False for biases and norm scales/offsets.
 
   BYOL/SimCLR exclude biases and BatchNorm parameters (all 1-D) from weight decay and from
-  LARS' trust ratio. `optax.lars` applies both to everything unless given this mask. The online
-  linear probe is excluded too: it only measures the representation, and LARS' small trust
-  ratio would keep it from fitting in short runs.
+  LARS' trust ratio. `optax.lars` applies both to everything unless given this mask.
   """
-
-  def keep(path, p):
-    top = getattr(path[0], "key", None) if path else None
-    return p.ndim > 1 and top not in PROBE_KEYS
-
-  return jax.tree_util.tree_map_with_path(keep, params)
+  return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def freezes_patch_embedding(config: ml_collections.ConfigDict) -> bool:
@@ -157,7 +154,8 @@ def module_learning_rates(config: ml_collections.ConfigDict) -> dict[str, Callab
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optimizer for `config`; modules in `module_learning_rates` get their own schedule.
+  """The optimizer for `config`; modules in `module_learning_rates` get their own schedule and
+  the online probe its own constant rate (`PROBE_LEARNING_RATE`).
 
   Modules not named there use the default warm-up + cosine schedule. `optimizer.frozen_steps`
   {module: steps} leaves a module untouched for its first steps (SwAV's prototypes, DINO's last
@@ -166,20 +164,19 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   opt = config.optimizer
   special = module_learning_rates(config)
   frozen = {name: int(steps) for name, steps in dict(opt.get("frozen_steps", {}) or {}).items() if steps}
-  groups = set(special) | set(frozen)
+  groups = set(special) | set(frozen) | set(PROBE_KEYS)
 
   def module_optimizer(name):
+    if name in PROBE_KEYS:
+      return optax.sgd(PROBE_LEARNING_RATE, momentum=0.9)
     schedule = special.get(name, learning_rate_schedule(config))
     make = lambda learning_rate: _base_optimizer(opt, learning_rate)
     return frozen_for_first_steps(make, schedule, frozen[name]) if name in frozen else make(schedule)
 
-  if not groups:
-    tx = _base_optimizer(opt, learning_rate_schedule(config))
-  else:
-    transforms = {"default": _base_optimizer(opt, learning_rate_schedule(config))}
-    transforms.update({name: module_optimizer(name) for name in groups})
-    label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in groups else "default", v) for k, v in params.items()}
-    tx = optax.multi_transform(transforms, label)
+  transforms = {"default": _base_optimizer(opt, learning_rate_schedule(config))}
+  transforms.update({name: module_optimizer(name) for name in groups})
+  label = lambda params: {k: jax.tree.map(lambda _, k=k: k if k in groups else "default", v) for k, v in params.items()}
+  tx = optax.multi_transform(transforms, label)
   if opt.get("grad_clip_norm"):
     clip = clip_each_by_norm if opt.get("grad_clip_per_tensor") else optax.clip_by_global_norm
     tx = optax.chain(clip(opt.grad_clip_norm), tx)

@@ -99,3 +99,19 @@ def test_lr_multiplier_scales_one_module():
 def test_decay_mask():
   params = {"conv": {"kernel": jnp.ones((3, 3, 1, 2))}, "bn": {"scale": jnp.ones(2), "bias": jnp.ones(2)}}
   assert optim.decay_mask(params) == {"conv": {"kernel": True}, "bn": {"scale": False, "bias": False}}
+
+
+def test_probe_has_its_own_learning_rate_and_no_weight_decay():
+  config = helpers.tiny_byol_config(**{"optimizer.name": "lars", "optimizer.weight_decay": 0.5, "optimizer.warmup_steps": 0})
+  params = {"probe": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)}, "backbone": {"bias": jnp.ones(2)}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+  tx = optim.make_optimizer(config)
+  updates, state = tx.update(grads, tx.init(params), params)
+  # First step of momentum SGD: -lr * grad, whatever the method's optimizer, rate and decay.
+  for leaf in jax.tree.leaves(updates["probe"]):
+    np.testing.assert_allclose(leaf, -optim.PROBE_LEARNING_RATE * 0.1, rtol=1e-6)
+  # Second step with the same gradient: momentum 0.9 gives -lr * (0.1 + 0.9 * 0.1).
+  updates, _ = tx.update(grads, state, params)
+  np.testing.assert_allclose(updates["probe"]["bias"], -optim.PROBE_LEARNING_RATE * 0.19, rtol=1e-6)
+  # The backbone follows the method's schedule, a different rate.
+  assert not np.allclose(updates["backbone"]["bias"], updates["probe"]["bias"])
