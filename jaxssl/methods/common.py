@@ -23,12 +23,6 @@ def embedding_std(embeddings: jax.Array) -> jax.Array:
   return jnp.mean(jnp.std(losses.l2_normalize(embeddings), axis=0))
 
 
-def standardize_over_batch(features: jax.Array, eps: float = 1e-5) -> jax.Array:
-  """Each feature dimension to zero mean and unit variance over the (global) batch."""
-  features = features.astype(jnp.promote_types(features.dtype, jnp.float32))
-  return (features - jnp.mean(features, axis=0)) * jax.lax.rsqrt(jnp.var(features, axis=0) + eps)
-
-
 def linear_probe_loss(probe, params, features, labels):
   """Cross-entropy and accuracy of the online probe on stop-gradient features.
 
@@ -38,7 +32,7 @@ def linear_probe_loss(probe, params, features, labels):
   """
   # Standardised and divided by sqrt(D), the inputs have unit norm on average, which keeps the
   # probe's curvature, and so its stable learning rates, independent of the feature width.
-  inputs = standardize_over_batch(jax.lax.stop_gradient(features)) / jnp.sqrt(features.shape[-1])
+  inputs = losses.batch_standardize(jax.lax.stop_gradient(features)) / jnp.sqrt(features.shape[-1])
   logits, _ = probe(params, {}, inputs, train=True)
   valid = labels >= 0
   accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * valid) / jnp.maximum(jnp.sum(valid), 1)
