@@ -71,6 +71,10 @@ def test_presets_follow_the_papers():
   assert (v2.moco.temperature, v2.model.mlp_head, v2.augment.views[0].blur_prob) == (0.2, True, 0.5)
   imagenet = moco_config.get_config("imagenet")
   assert (imagenet.moco.queue_size, imagenet.moco.momentum, imagenet.batch_size) == (65536, 0.999, 256)
+  assert not imagenet.model.head_batch_norm  # the official v2 head: fc-ReLU-fc
+  quick = moco_config.get_config("quick")
+  quick.batch_size = 64
+  assert quick.moco.queue_size == 128  # two batches, following an overridden batch size
   assert moco_config.get_config("v1,quick,end_to_end").moco.dictionary == "end_to_end"
 
 
