@@ -50,6 +50,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.label_key = "label"
   c.data.num_classes = 0  # 0: take it from the dataset (for the online linear probe)
   c.data.worker_count = 0  # grain worker processes; 0 loads in the main process
+  c.data.train_examples = 0  # pretrain on this many evenly spaced records (0: all); eval uses all
 
   c.augment = ml_collections.ConfigDict()
   c.augment.views = [_view(1.0, 0.0, 32, (0.3, 1.0)), _view(0.1, 0.2, 32, (0.3, 1.0))]

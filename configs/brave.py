@@ -79,6 +79,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.audio_sample_rate = 8000  # TFDS / folder sources: rate of (or to resample) the audio track
   c.data.num_classes = 0
   c.data.worker_count = 0
+  c.data.train_examples = 0  # pretrain on this many evenly spaced records (0: all); eval uses all
 
   c.brave = ml_collections.ConfigDict()
   # The built-in paths include mirror-image pairs (clockwise vs counter-clockwise circles), so

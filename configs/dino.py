@@ -59,6 +59,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.label_key = "label"
   c.data.num_classes = 0
   c.data.worker_count = 0
+  c.data.train_examples = 0  # pretrain on this many evenly spaced records (0: all); eval uses all
 
   # Multi-crop; the teacher sees the 2 global crops only. Paper: 2 x 224 and 8-10 x 96, local
   # scale 0.05-0.4 (ViT) or 0.05-0.14 (ResNet-50). On 32 px images larger fractions keep the pattern

@@ -59,6 +59,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.data.label_key = "label"
   c.data.num_classes = 0  # 0: take it from the dataset (for the online linear probe)
   c.data.worker_count = 0  # grain worker processes; 0 loads in the main process
+  c.data.train_examples = 0  # pretrain on this many evenly spaced records (0: all); eval uses all
 
   # Multi-crop: codes come from the 2 global crops, every crop predicts them. The paper's crops
   # (2 x 224 at 0.14-1, 6 x 96 at 0.05-0.14) are in the imagenet preset; on 32 px images a 5%

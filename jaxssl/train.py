@@ -339,8 +339,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   per_process_batch = parallel.check_batch_size(config.batch_size)
   is_chief = jax.process_index() == 0
 
-  train_source = sources.make_source(config.data, config.data.train_split)
-  method = methods.make_method(config, _num_classes(config, train_source))
+  whole_train_split = sources.make_source(config.data, config.data.train_split)
+  train_source = sources.restrict_to_train_examples(whole_train_split, config.data)
+  method = methods.make_method(config, _num_classes(config, whole_train_split))
   tx = optim.make_optimizer(config)
   learning_rate = optim.learning_rate_schedule(config)
   base_rng = jax.random.key(config.seed)
@@ -374,7 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   train_step = jit_train_step(make_train_step(method, tx, learning_rate), mesh, shardings)
   batch_sharding = parallel.batch_sharded(mesh)
   log = MetricLog(workdir, first_step)
-  evaluator = _make_evaluator(config, method, mesh, train_source)
+  evaluator = _make_evaluator(config, method, mesh, whole_train_split)
   knn_history = [r for r in _read_json(os.path.join(workdir, "eval", "knn_history.json"), []) if r["step"] <= first_step]
   projection_dim = int(config.model.get("projection_dim", 0) or 0)
 

@@ -18,12 +18,13 @@ _BANK = 1440  # >= the 1437 training digits, and a multiple of 8 so the bank is 
 
 
 def tiny_config(preset: str = "", **overrides) -> ml_collections.ConfigDict:
-  defaults = {"model.projection_dim": 8, "npid.num_negatives": 32, "npid.bank_size": _BANK}
+  defaults = {"model.projection_dim": 8, "npid.num_negatives": 32, "npid.bank_size": _BANK, "data.train_examples": 0,
+              "model.head_hidden_dim": 16}
   return helpers.tiny_config(npid_config.get_config(preset), **{**defaults, **overrides})
 
 @pytest.fixture(scope="module")
 def setup():
-  config = tiny_config()
+  config = tiny_config("nce")
   method = methods.make_method(config, num_classes=10)
   tx = optim.make_optimizer(config)
   state = train.create_train_state(method, tx, jax.random.key(0))
@@ -32,10 +33,15 @@ def setup():
 
 
 def test_presets_follow_the_paper():
-  c = npid_config.get_config()
+  c = npid_config.get_config("imagenet")
   assert (c.npid.loss, c.npid.temperature, c.npid.bank_momentum, c.npid.num_negatives) == ("nce", 0.07, 0.5, 4096)
   assert (c.model.projection_dim, c.eval.knn_k, c.eval.knn_temperature) == (128, 200, 0.07)
-  assert npid_config.get_config("quick,softmax").npid.loss == "softmax"
+  assert (c.model.head_hidden_dim, c.data.train_examples) == (0, 0)  # one linear layer, every image
+  assert npid_config.get_config("imagenet,softmax").npid.loss == "softmax"
+  # The CPU presets: full softmax over a 1280-entry bank, a BN hidden layer in the head.
+  quick = npid_config.get_config("quick")
+  assert (quick.npid.loss, quick.data.train_examples, quick.model.head_batch_norm) == ("softmax", 1280, True)
+  assert npid_config.get_config("quick,nce").npid.loss == "nce"
   with pytest.raises(ValueError, match="Unknown preset token"):
     npid_config.get_config("fast")
 
@@ -43,6 +49,8 @@ def test_presets_follow_the_paper():
 def test_bank_size_defaults_to_the_training_set():
   method = methods.make_method(tiny_config(**{"npid.bank_size": 0}))
   assert method.bank_size == 1437  # the built-in digits' training split
+  subset = methods.make_method(tiny_config(**{"npid.bank_size": 0, "data.train_examples": 300}))
+  assert subset.bank_size == 300  # one entry per record trained on
 
 
 def test_bank_starts_normalised_and_normaliser_unset(setup):

@@ -27,7 +27,7 @@ import grain
 import numpy as np
 
 from jaxssl.data import views as views_lib
-from jaxssl.data.sources import ArraySource, DataError
+from jaxssl.data.sources import ArraySource, DataError, evenly_spaced_indices
 
 _STATE_VERSION = 1
 
@@ -272,8 +272,7 @@ def load_eval_arrays(
           f'max_examples is {max_examples}; set it to a positive number or '
           'None.'
       )
-    indices = np.linspace(0, num_records - 1, int(max_examples))
-    indices = np.round(indices).astype(np.int64)
+    indices = evenly_spaced_indices(num_records, max_examples)
   else:
     indices = None
 

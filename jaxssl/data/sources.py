@@ -332,6 +332,58 @@ class ImageFolderSource:
     )
 
 
+def evenly_spaced_indices(num_records: int, count: int) -> np.ndarray:
+  """`count` distinct indices spread evenly over [0, num_records), in increasing order.
+
+  Spread rather than the first `count`, so that a split stored sorted by class keeps every class.
+  """
+  return np.round(np.linspace(0, num_records - 1, int(count))).astype(np.int64)
+
+
+class SubsetSource:
+  """The records of `source` at `indices`, renumbered 0..len-1; other attributes are the source's."""
+
+  def __init__(self, source: Any, indices: np.ndarray):
+    self._source = source
+    self._indices = np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._source[int(self._indices[int(index)])]
+
+  @property
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {k: v[self._indices] for k, v in self._source.arrays.items()}
+
+  def __getattr__(self, name: str) -> Any:  # has_labels, num_classes, fps, ...
+    if name.startswith('__') or name in ('_source', '_indices'):
+      raise AttributeError(name)
+    return getattr(self._source, name)
+
+  def __repr__(self) -> str:
+    return f'SubsetSource({len(self)} of {self._source!r})'
+
+
+def restrict_to_train_examples(source: Any, data_config: Any) -> Any:
+  """`source` cut to `config.data.train_examples` evenly spaced records (0 or unset: all).
+
+  Pretraining reads the subset; evaluation still uses the whole split for its kNN references,
+  so the baselines are the same as without a subset.
+  """
+  count = int(_get(data_config, 'train_examples', 0) or 0)
+  if not count:
+    return source
+  if not 0 < count <= len(source):
+    raise DataError(
+        f'config.data.train_examples={count} is not a number of records of the '
+        f'{len(source)}-record training split; set it between 1 and {len(source)}, '
+        'or to 0 to train on all of them.'
+    )
+  return SubsetSource(source, evenly_spaced_indices(len(source), count))
+
+
 def _get(config: Any, key: str, default: Any = None) -> Any:
   """`config.get(key, default)` for ConfigDicts, dicts and plain objects."""
   if hasattr(config, 'get'):

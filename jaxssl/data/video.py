@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from jaxssl.data import views as views_lib
-from jaxssl.data.sources import DataError, _get
+from jaxssl.data.sources import DataError, _get, evenly_spaced_indices
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm')
 MODALITIES = ('rgb', 'motion', 'flow', 'audio')
@@ -212,7 +212,7 @@ def load_clip_eval_arrays(source: Any, spec: ClipViewSpec, max_examples: int | N
     raise DataError('The evaluation data is empty; choose a non-empty split.')
   indices = np.arange(num_records)
   if max_examples and max_examples < num_records:
-    indices = np.round(np.linspace(0, num_records - 1, int(max_examples))).astype(np.int64)
+    indices = evenly_spaced_indices(num_records, max_examples)
   clips, labels = [], []
   for index in indices:
     record = source[int(index)]

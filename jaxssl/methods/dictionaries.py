@@ -72,10 +72,11 @@ def enqueue(queue: dict, keys: jax.Array) -> dict:
 
 
 def memory_bank_size(data_config, configured: int) -> int:
-  """`configured` rows if set, else one per record of the training split."""
+  """`configured` rows if set, else one per record trained on (`config.data.train_examples`)."""
   if configured:
     return int(configured)
-  return len(sources.make_source(data_config, data_config.train_split))
+  source = sources.make_source(data_config, data_config.train_split)
+  return len(sources.restrict_to_train_examples(source, data_config))
 
 
 def init_memory_bank(rng: jax.Array, num_examples: int, dim: int) -> jax.Array:

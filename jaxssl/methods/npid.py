@@ -53,8 +53,12 @@ class NPID:
   def _networks(self, rngs: nnx.Rngs) -> tuple[nnx.Module, ...]:
     cfg = self.config.model
     backbone = models.make_backbone(cfg, rngs)
-    # The paper replaces the classifier with one linear layer to 128 dimensions.
-    head = ProjectionHead(backbone.num_features, 0, cfg.projection_dim, dtype=models.compute_dtype(cfg.dtype), rngs=rngs)
+    # The paper replaces the classifier with one linear layer to 128 dimensions; a hidden layer
+    # with BN (`model.head_hidden_dim`, `model.head_batch_norm`) is an option for short runs.
+    head = ProjectionHead(
+        backbone.num_features, cfg.get("head_hidden_dim", 0), cfg.projection_dim,
+        batch_norm=cfg.get("head_batch_norm", False), dtype=models.compute_dtype(cfg.dtype), rngs=rngs,
+    )
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
     return backbone, head, probe
 
@@ -66,7 +70,7 @@ class NPID:
     if not self.num_classes:
       del params["probe"]
     extra = {
-        "batch_stats": {"backbone": stats[0]},
+        "batch_stats": {"backbone": stats[0], "head": stats[1]},
         "memory_bank": dictionaries.init_memory_bank(bank_rng, self.bank_size, self.config.model.projection_dim),
         # NCE's normalising constant; NaN until the first batch has estimated it.
         "log_normalizer": jnp.full((), jnp.nan, jnp.float32),
@@ -86,7 +90,7 @@ class NPID:
     view_rng, noise_rng = jax.random.split(rng)
     (images,) = view_images(view_rng, (batch["view0"],), self.view_specs[:1])
     features, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], images, train=True)
-    projection, _ = self.head(params["head"], {}, features, train=True)
+    projection, head_stats = self.head(params["head"], extra["batch_stats"]["head"], features, train=True)
     embeddings = losses.l2_normalize(projection)
     # The bank is state, not a parameter: only the network is trained by the loss.
     bank = extra["memory_bank"]
@@ -108,7 +112,7 @@ class NPID:
       total = total + probe_loss
       metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
     aux = {
-        "batch_stats": {"backbone": stats},
+        "batch_stats": {"backbone": stats, "head": head_stats},
         "embeddings": jax.lax.stop_gradient(embeddings),
         "indices": indices,
         "log_normalizer": log_normalizer,

@@ -49,6 +49,20 @@ def test_array_source_greyscale_and_unlabelled():
   assert record['image'].shape == (6, 6, 3) and record['label'] == -1
 
 
+def test_train_examples_keeps_evenly_spaced_records():
+  images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
+  source = sources.ArraySource({'image': images, 'label': np.arange(10) % 5})
+  assert sources.restrict_to_train_examples(source, {'train_examples': 0}) is source
+  subset = sources.restrict_to_train_examples(source, {'train_examples': 4})
+  # linspace(0, 9, 4) = 0, 3, 6, 9: every part of the split, renumbered 0..3.
+  assert len(subset) == 4 and subset.has_labels and subset.num_classes == 5
+  np.testing.assert_array_equal(subset[1]['image'], images[3])
+  assert [int(subset[i]['label']) for i in range(4)] == [0, 3, 1, 4]
+  np.testing.assert_array_equal(subset.arrays['image'], images[[0, 3, 6, 9]])
+  with pytest.raises(DataError, match='train_examples=11 .* set it between 1 and 10'):
+    sources.restrict_to_train_examples(source, {'train_examples': 11})
+
+
 def test_make_source_builtin():
   source = sources.make_source(_data_config(name='builtin:digits'), 'test')
   assert isinstance(source, sources.ArraySource)
