@@ -2,8 +2,10 @@
 Assignments").
 
 Presets (`--config=configs/swav.py:NAME`):
-  (none)    the quickstart: built-in patterns on CPU with multi-crop (2 x 32 px + 4 x 16 px).
-  quick     the same, about 3 minutes on 2 cores.
+  (none)    the quickstart: built-in patterns on CPU with multi-crop (2 x 32 px + 4 x 16 px),
+            600 steps, about 9 minutes on 2 cores (kNN 50.7, raw pixels 32.5).
+  quick     the same for 250 steps, about 4 minutes; SwAV takes off only after step 300 here,
+            so this preset does not yet beat raw pixels (18.0).
   imagenet  the paper's setting: ResNet-50, batch 4096, 800 epochs, 2 x 224 + 6 x 96 crops, LARS.
 """
 
@@ -80,7 +82,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.swav = ml_collections.ConfigDict()
   c.swav.num_prototypes = 100  # paper: 3000 for ImageNet; a few per class of the 10 built-in classes
   c.swav.temperature = 0.1  # paper: tau = 0.1
-  c.swav.sinkhorn_epsilon = 0.05  # paper: epsilon = 0.05
+  # paper: epsilon = 0.05. From a small random network the embeddings start nearly identical, and
+  # at 0.05 their Sinkhorn codes are nearly uniform, so the swapped prediction teaches nothing and
+  # SwAV collapsed (600 steps: kNN 18.7, embedding std 0.008); at 0.02 it reached 50.7.
+  c.swav.sinkhorn_epsilon = 0.02
   c.swav.sinkhorn_iterations = 3  # paper: 3
   # Queue of past global-crop embeddings scored with the batch in Sinkhorn; the reference uses
   # 3840 from epoch 15 for batch 256 and none at batch 4096. Must be a multiple of batch_size.
@@ -129,6 +134,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.model.width_multiplier = 1.0
     c.model.dtype = "bfloat16"
     c.swav.num_prototypes = 3000  # paper
+    c.swav.sinkhorn_epsilon = 0.05  # paper
     c.optimizer.name = "lars"  # paper: LARC over SGD
     c.optimizer.base_learning_rate = 0.3  # paper: 4.8 at 4096, cosine to 0.0048
     c.optimizer.exclude_bias_and_norm = False  # the reference's LARC adapts and decays every parameter
