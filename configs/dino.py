@@ -87,6 +87,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.dino.warmup_teacher_temperature = 0.04  # ... from 0.04
   c.dino.teacher_temperature_warmup_steps = 100  # paper: the first 30 epochs
   c.dino.center_momentum = 0.9  # paper: m = 0.9
+  # 'centre': the paper's centring. 'sinkhorn': DINOv2's Sinkhorn-Knopp teacher (Oquab et al. 2023,
+  # sec. 4; SwAV's normalisation with epsilon = the teacher temperature), iterations as DINOv2's.
+  c.dino.teacher_centering = "centre"
+  c.dino.sinkhorn_iterations = 3
   c.dino.base_teacher_momentum = 0.99  # paper: 0.996 -> 1 (cosine); 0.99 for short runs, as in BYOL
 
   c.optimizer = ml_collections.ConfigDict()

@@ -28,6 +28,7 @@ def main(argv) -> None:
 
   from jaxssl import methods, optim, parallel, train
   from jaxssl.data import pipeline, sources
+  from jaxssl.data import views as views_lib
 
   config = _CONFIG.value
   mesh = parallel.make_mesh()
@@ -39,6 +40,7 @@ def main(argv) -> None:
   data = pipeline.make_train_iterator(
       source, seed=0, per_process_batch_size=per_process, view_specs=view_specs,
       process_index=0, process_count=1, num_threads=0, prefetch_batches=0,
+      **views_lib.local_view_settings(config.get("augment")),
   )
   next(data)
   start = time.perf_counter()
@@ -50,7 +52,7 @@ def main(argv) -> None:
   tx = optim.make_optimizer(config)
   step = train.jit_train_step(train.make_train_step(method, tx, optim.learning_rate_schedule(config)), mesh)
   state = jax.jit(lambda r: train.create_train_state(method, tx, r), out_shardings=parallel.replicated(mesh))(jax.random.key(0))
-  global_batch = parallel.to_global({k: batch[k] for k in ("view0", "view1", "label")}, parallel.batch_sharded(mesh))
+  global_batch = parallel.to_global({k: batch[k] for k in ("view0", "view1", "local_views", "label") if k in batch}, parallel.batch_sharded(mesh))
   rng = jax.random.key(1)
   start = time.perf_counter()
   compiled = step.lower(state, global_batch, rng).compile()
@@ -65,7 +67,8 @@ def main(argv) -> None:
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f"config: {config.method} {config.model.backbone} x{config.model.width_multiplier} {config.model.stem} stem, "
         f"{config.data.image_size}px, batch {config.batch_size}, {jax.device_count()} {jax.devices()[0].platform} device(s)")
-  print(f"train step: {step_seconds * 1000:.0f} ms/step, {config.batch_size / step_seconds:.0f} images/s")
+  crops = f", {batch['local_views'].shape[1]} local crops" if "local_views" in batch else ""
+  print(f"train step: {step_seconds * 1000:.0f} ms/step, {config.batch_size / step_seconds:.0f} images/s{crops}")
   print(f"compile: {compile_seconds:.1f} s")
   print(f"peak host memory (RSS): {peak_mb:.0f} MB")
   print(f"host pipeline: {pipeline_rate:.0f} images/s per core")

@@ -273,9 +273,32 @@ def dino_loss(
     student_temperature: T_s (paper: 0.1).
     teacher_temperature: T_t (paper: 0.04 warmed up to 0.07).
   """
-  teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.promote_types(teacher_logits.dtype, jnp.float32)) - center)
-  teacher_probs = jax.nn.softmax(teacher / teacher_temperature, axis=-1)
-  return swapped_cross_entropy(teacher_probs, student_logits, student_temperature)
+  return swapped_cross_entropy(dino_teacher_probs(teacher_logits, center, teacher_temperature), student_logits, student_temperature)
+
+
+def dino_teacher_probs(
+    teacher_logits: jax.Array,
+    center: jax.Array,
+    temperature: float | jax.Array,
+    centering: str = "centre",
+    sinkhorn_iterations: int = 3,
+) -> jax.Array:
+  """The teacher's targets P_t [G, B, K] from its logits [G, B, K], gradient stopped.
+
+  centering="centre": DINO's softmax((g_t(x) - c) / T_t), c the running mean of teacher outputs.
+  centering="sinkhorn": DINOv2's replacement (Oquab et al. 2023, sec. 4): SwAV's Sinkhorn-Knopp
+    over all global crops of the global batch with epsilon = T_t and no centre, so every output
+    dimension gets an equal share of the batch however alike the teacher's outputs are.
+  """
+  teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.promote_types(teacher_logits.dtype, jnp.float32)))
+  if centering == "centre":
+    return jax.nn.softmax((teacher - center) / temperature, axis=-1)
+  if centering == "sinkhorn":
+    codes = sinkhorn_knopp(teacher.reshape(-1, teacher.shape[-1]), temperature, sinkhorn_iterations)
+    return codes.reshape(teacher.shape)
+  raise ValueError(f"Unknown DINO teacher centering '{centering}'; use 'centre' (DINO) or 'sinkhorn' (DINOv2).")
+
+
 def info_nce(queries: jax.Array, positive_keys: jax.Array, negative_keys: jax.Array, temperature: float) -> jax.Array:
   """MoCo's contrastive loss against a shared set of negatives (He et al. 2020, eq. 1).
 

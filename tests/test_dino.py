@@ -38,6 +38,27 @@ def test_dino_loss_by_hand():
   np.testing.assert_allclose(got, total / terms, rtol=1e-5)
 
 
+def test_sinkhorn_teacher_balances_output_dimensions():
+  """DINOv2's Sinkhorn teacher gives every output dimension 1/K of the global crops' mass, even
+  when one dimension dominates every teacher output; the centre plays no part."""
+  rng = np.random.default_rng(2)
+  num_global, batch, dim = 2, 16, 8
+  teacher = rng.normal(size=(num_global, batch, dim)) * 0.1
+  teacher[..., 0] += 0.5  # dimension 0 wins every softmax at temperature 0.04 without a centre
+  teacher = jnp.asarray(teacher, jnp.float32)
+  center = jnp.asarray(rng.normal(size=(dim,)), jnp.float32)
+  probs = losses.dino_teacher_probs(teacher, center, 0.04, "sinkhorn", 3)
+  assert probs.shape == (num_global, batch, dim)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+  # Three rounds end on the row normalisation, so the columns are balanced only approximately.
+  np.testing.assert_allclose(probs.reshape(-1, dim).mean(0), 1.0 / dim, atol=0.025)
+  np.testing.assert_allclose(probs.reshape(-1, dim), losses.sinkhorn_knopp(teacher.reshape(-1, dim), 0.04, 3), rtol=1e-6)
+  uncentred = losses.dino_teacher_probs(teacher, jnp.zeros(dim), 0.04, "centre")
+  assert float(uncentred[..., 0].mean()) > 0.9
+  with pytest.raises(ValueError, match="'centre' \\(DINO\\) or 'sinkhorn'"):
+    losses.dino_teacher_probs(teacher, center, 0.04, "center")
+
+
 def test_no_gradient_reaches_the_teacher():
   student, teacher = jnp.ones((3, 2, 4)), jnp.arange(8.0).reshape(1, 2, 4)
   grad = jax.grad(lambda t: losses.dino_loss(student, t, jnp.zeros(4)))(teacher)

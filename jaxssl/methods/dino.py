@@ -11,6 +11,7 @@ The student on crop v predicts the teacher's distribution on every other global 
 Centring keeps one dimension from dominating, sharpening (low T_t) keeps the output from going
 uniform; the teacher's entropy and its KL to the batch's mean distribution are logged to show
 which of the two collapses (if any) is under way. The last layer is frozen in the first epoch.
+`dino.teacher_centering='sinkhorn'` replaces centring by DINOv2's Sinkhorn-Knopp step.
 """
 
 from __future__ import annotations
@@ -135,9 +136,11 @@ class DINO:
     student_logits = multicrop.per_crop(student_logits, batch_size, num_global)  # [C, B, K]
     teacher_logits = jax.lax.stop_gradient(multicrop.per_crop(teacher_logits, batch_size, num_global))  # [G, B, K]
     teacher_temperature = self.teacher_temperature(step)
-    loss = losses.dino_loss(student_logits, teacher_logits, extra["center"], dino.student_temperature, teacher_temperature)
+    teacher_probs = losses.dino_teacher_probs(
+        teacher_logits, extra["center"], teacher_temperature, dino.teacher_centering, dino.sinkhorn_iterations
+    )
+    loss = losses.swapped_cross_entropy(teacher_probs, student_logits, dino.student_temperature)
 
-    teacher_probs = jax.nn.softmax((teacher_logits - extra["center"]) / teacher_temperature, axis=-1)
     student_log_probs = jax.nn.log_softmax(jax.lax.stop_gradient(student_logits[:num_global]) / dino.student_temperature, axis=-1)
     metrics = {
         "dino_loss": loss,
@@ -152,7 +155,8 @@ class DINO:
     aux = {
         "batch_stats": stats,
         "target_batch_stats": target_stats,
-        # Centred with the centre of the previous step, then updated (the reference's order).
+        # Centred with the centre of the previous step, then updated (the reference's order). With
+        # Sinkhorn targets the centre is unused but still tracked, so switching keeps the state.
         "center": updated_center(extra["center"], teacher_logits, dino.center_momentum),
         "metrics": metrics,
     }
