@@ -9,8 +9,10 @@ import pytest
 from jaxssl import losses, methods, optim, train
 from jaxssl.data import augment, pipeline, sources, views
 from jaxssl.methods import dino
-from tests import helpers
+from tests import helpers  # also puts the repository root on sys.path for `configs`
 from tests.test_byol import _compare_one_step
+
+from configs import dino as dino_config  # noqa: E402
 
 
 def _softmax(x):
@@ -57,6 +59,18 @@ def test_sinkhorn_teacher_balances_output_dimensions():
   assert float(uncentred[..., 0].mean()) > 0.9
   with pytest.raises(ValueError, match="'centre' \\(DINO\\) or 'sinkhorn'"):
     losses.dino_teacher_probs(teacher, center, 0.04, "center")
+
+
+def test_presets_follow_the_paper():
+  """The CPU presets' departures (Sinkhorn teacher, BN head, fast teacher) stay out of the paper's."""
+  cpu = dino_config.get_config()
+  assert (cpu.dino.teacher_centering, cpu.dino.use_bn_in_head, cpu.dino.base_teacher_momentum) == ("sinkhorn", True, 0.5)
+  for preset in ("imagenet", "imagenet_vit"):
+    c = dino_config.get_config(preset)
+    assert c.dino.teacher_centering == "centre" and not c.dino.use_bn_in_head
+    assert (c.dino.warmup_teacher_temperature, c.dino.teacher_temperature, c.dino.student_temperature) == (0.04, 0.07, 0.1)
+    assert (c.dino.out_dim, c.dino.hidden_dim, c.dino.bottleneck_dim) == (65536, 2048, 256)
+    assert (c.dino.base_teacher_momentum, c.dino.center_momentum, c.optimizer.grad_clip_norm) == (0.996, 0.9, 3.0)
 
 
 def test_no_gradient_reaches_the_teacher():
@@ -136,13 +150,14 @@ def test_last_layer_frozen_for_its_steps():
 
 
 def test_one_step_same_on_1_and_8_devices_float64(setup):
-  """Loss, gradients and new state (teacher, centre) agree on 1 and 8 devices; on-device
-  augmentation is the identity here (float32 only; it is tested on its own)."""
+  """Loss, gradients and new state (teacher, its BN statistics, centre) agree on 1 and 8 devices:
+  the Sinkhorn teacher and the head's BN both need the global batch. On-device augmentation is
+  the identity here (float32 only; it is tested on its own)."""
   config, method, tx, state, batch = setup
   saved = method.view_specs, method.local_spec
   identity = augment.AugmentSpec(brightness=0, contrast=0, saturation=0, hue=0, jitter_prob=0, grayscale_prob=0, blur_prob=0, solarize_prob=0)
   method.view_specs, method.local_spec = (identity, identity), identity
-  # A non-zero centre, so centring is exercised.
+  # A non-zero centre, so its update is exercised (the Sinkhorn teacher does not subtract it).
   state = state.replace(extra={**state.extra, "center": jax.random.normal(jax.random.key(1), state.extra["center"].shape)})
   jax.config.update("jax_enable_x64", True)
   try:
