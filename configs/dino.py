@@ -4,8 +4,9 @@ Presets (`--config=configs/dino.py:NAME`):
   (none)         the quickstart: built-in patterns on CPU with multi-crop, ResNet-18 x0.25,
                  600 steps, about 12 minutes on 2 cores (kNN 52.5, raw pixels 32.5). It uses
                  DINOv2's Sinkhorn-Knopp teacher, BN in the head and a fast teacher; see below.
-  quick          the same for 250 steps; DINO takes off only after step 250 here, so this
-                 preset does not yet beat raw pixels (17.0).
+  quick          smaller crops (2 x 24 px + 2 x 12 px), 400 steps, about 5.5 minutes (kNN 48.3).
+                 DINO takes off after step 250 here, so the step is made cheaper instead of
+                 the run shorter (300 steps: 24.1).
   imagenet       the paper's ResNet-50 setting (SGD, 2 x 224 + 8 x 96 crops), 100 epochs.
   imagenet_vit   the paper's default: ViT-S/16, AdamW, 2 x 224 + 8 x 96 crops, 100 epochs.
 """
@@ -150,9 +151,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.eval.max_test_examples = 50000
 
   if preset == "quick":
-    c.total_steps = 250
-    c.checkpoint_every = 125
-    c.eval.knn_every = 125
+    for view in c.augment.views:
+      view.size = 24  # evaluation still sees the whole 32 px images
+    c.augment.local_views.size = 12
+    c.augment.local_views.num = 2
+    c.total_steps = 400
   elif preset == "imagenet":
     imagenet(batch_size=1024, epochs=100)  # the reference's ResNet-50 run: 16 x 64
     c.augment.views, c.augment.local_views = _crops(224, (0.14, 1.0), 8, 96, (0.05, 0.14))

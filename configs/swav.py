@@ -4,8 +4,9 @@ Assignments").
 Presets (`--config=configs/swav.py:NAME`):
   (none)    the quickstart: built-in patterns on CPU with multi-crop (2 x 32 px + 4 x 16 px),
             600 steps, about 9 minutes on 2 cores (kNN 50.7, raw pixels 32.5).
-  quick     the same for 250 steps, about 4 minutes; SwAV takes off only after step 300 here,
-            so this preset does not yet beat raw pixels (18.0).
+  quick     smaller crops (2 x 24 px + 2 x 12 px), 600 steps, about 6.5 minutes (kNN 46.6).
+            SwAV takes off only after step 250 here at batch 128 whatever was tried, so the
+            step is made cheaper instead of the run shorter; 250 steps gave 18.0.
   imagenet  the paper's setting: ResNet-50, batch 4096, 800 epochs, 2 x 224 + 6 x 96 crops, LARS.
 """
 
@@ -118,9 +119,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if preset == "quick":
-    c.total_steps = 250
-    c.checkpoint_every = 125
-    c.eval.knn_every = 125
+    for view in c.augment.views:
+      view.size = 24  # evaluation still sees the whole 32 px images
+    c.augment.local_views.size = 12
+    c.augment.local_views.num = 2
   elif preset == "imagenet":
     c.data.name = "tfds:imagenet2012"
     c.data.train_split, c.data.eval_split = "train", "validation"
