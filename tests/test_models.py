@@ -1,4 +1,4 @@
-"""ResNet stems: how much each one downsamples before the first stage."""
+"""ResNet stems: how much each one downsamples before the first stage; zero-initialised residuals."""
 
 import jax.numpy as jnp
 import pytest
@@ -18,3 +18,14 @@ def test_stem_downsampling(stem, expected_size):
 def test_unknown_stem_names_the_choices():
   with pytest.raises(ValueError, match="'imagenet', 'half', 'small'"):
     resnet.ResNet(resnet.ResNetConfig(depth=18, stem="tiny"), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("block", [resnet.BasicBlock, resnet.BottleneckBlock])
+def test_zero_init_residual_starts_every_block_as_the_identity(block):
+  # Same input and output shape, so the shortcut is the identity: the block returns relu(x).
+  x = jnp.linspace(-1.0, 1.0, 2 * 4 * 4 * 8).reshape(2, 4, 4, 8)
+  width = 8 // block.expansion
+  zeroed = block(8, width, 1, jnp.float32, nnx.Rngs(0), zero_init_residual=True)
+  assert jnp.allclose(zeroed(x), nnx.relu(x))
+  default = block(8, width, 1, jnp.float32, nnx.Rngs(0))
+  assert not jnp.allclose(default(x), nnx.relu(x))

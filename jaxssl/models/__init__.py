@@ -33,6 +33,7 @@ def make_backbone(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nn
             width_multiplier=model_config.width_multiplier,
             stem=model_config.stem,
             dtype=compute_dtype(model_config.dtype),
+            zero_init_residual=model_config.get("zero_init_residual", False),
         ),
         rngs=rngs,
     )

@@ -68,12 +68,12 @@ class BasicBlock(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs, zero_init_residual: bool = False):
     out = width * self.expansion
     self.conv1 = _conv(in_features, width, 3, stride, dtype, rngs)
     self.bn1 = _batch_norm(width, dtype, rngs)
     self.conv2 = _conv(width, out, 3, 1, dtype, rngs)
-    self.bn2 = _batch_norm(out, dtype, rngs)
+    self.bn2 = _batch_norm(out, dtype, rngs, zero_scale=zero_init_residual)
     self.shortcut = _shortcut(in_features, out, stride, dtype, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,14 +88,14 @@ class BottleneckBlock(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs, zero_init_residual: bool = False):
     out = width * self.expansion
     self.conv1 = _conv(in_features, width, 1, 1, dtype, rngs)
     self.bn1 = _batch_norm(width, dtype, rngs)
     self.conv2 = _conv(width, width, 3, stride, dtype, rngs)
     self.bn2 = _batch_norm(width, dtype, rngs)
     self.conv3 = _conv(width, out, 1, 1, dtype, rngs)
-    self.bn3 = _batch_norm(out, dtype, rngs)
+    self.bn3 = _batch_norm(out, dtype, rngs, zero_scale=zero_init_residual)
     self.shortcut = _shortcut(in_features, out, stride, dtype, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -112,6 +112,9 @@ class ResNetConfig:
   width_multiplier: float = 1.0
   stem: str = "imagenet"  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'half': one 3x3/2 conv; 'small': one 3x3/1 conv.
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
+  # Each block's last BN scale starts at 0, so every residual branch starts as the identity
+  # (Goyal et al. 2017); torchvision's `zero_init_residual`, which SimSiam's code turns on.
+  zero_init_residual: bool = False
 
 
 class ResNet(nnx.Module):
@@ -134,7 +137,7 @@ class ResNet(nnx.Module):
       width = base * 2**stage
       for index in range(num_blocks):
         stride = 2 if stage > 0 and index == 0 else 1
-        blocks.append(block_cls(in_features, width, stride, config.dtype, rngs))
+        blocks.append(block_cls(in_features, width, stride, config.dtype, rngs, config.zero_init_residual))
         in_features = width * block_cls.expansion
     self.blocks = nnx.List(blocks)
     self.num_features = in_features
