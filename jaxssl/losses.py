@@ -102,6 +102,28 @@ def negative_cosine_similarity(predictions: tuple[jax.Array, jax.Array], project
   return -0.5 * (jnp.mean(cosine(p1, z2)) + jnp.mean(cosine(p2, z1)))
 
 
+def direct_predictor(correlation: jax.Array, eps: float = 0.01) -> jax.Array:
+  """DirectPred's linear predictor (Tian, Chen & Ganguli 2021, eq. 18): W_p = U diag(p) U^T.
+
+  With `correlation` = U diag(s) U^T (the running E[z z^T] of the projections), p_j =
+  sqrt(s_j / max s) + eps. Directions in which the projections vary strongly are predicted
+  almost as they are (p near 1) and stop growing, while weak ones, boosted by `eps`, keep
+  being amplified: the paper's remedy for the dimensional collapse a learned predictor drifts
+  into. The result is a constant for the gradient.
+
+  Args:
+    correlation: [D, D], symmetric positive semi-definite.
+    eps: the boost of every eigenvalue (the paper's sample command: 0.01).
+  Returns:
+    [D, D] symmetric; a prediction is `z @ W`.
+  """
+  correlation = jax.lax.stop_gradient(_at_least_float32(correlation))
+  eigenvalues, eigenvectors = jnp.linalg.eigh(correlation)
+  eigenvalues = jnp.maximum(eigenvalues, 0.0)  # round-off can leave tiny negative ones
+  scale = jnp.sqrt(eigenvalues / jnp.maximum(jnp.max(eigenvalues), 1e-12)) + eps
+  return (eigenvectors * scale) @ eigenvectors.T
+
+
 def batch_standardize(z: jax.Array, eps: float = 1e-5) -> jax.Array:
   """(z - mean_b z) / sqrt(var_b z + eps) per dimension: a BatchNorm without scale and offset.
 

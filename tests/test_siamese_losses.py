@@ -1,6 +1,7 @@
 """Barlow Twins, VICReg and SimSiam losses against values computed by hand and with NumPy loops;
-the constant learning rate of SimSiam's predictor."""
+the constant learning rate of SimSiam's predictor; DirectPred's predictor and its state."""
 
+import importlib
 import math
 
 import jax
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import losses, optim
+from jaxssl import losses, methods, optim
 from tests import helpers
 
 # Two examples, two dimensions: small enough to work out on paper.
@@ -122,6 +123,45 @@ def test_simsiam_gradient_stops_at_projections():
   assert np.abs(grad_p).sum() > 0
 
 
+def test_direct_predictor_by_hand():
+  # Eigenvalues 4, 1, 0 along a rotated basis: p = sqrt(s / 4) + eps = 1.1, 0.6, 0.1.
+  angle = 0.3
+  basis = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+  correlation = basis @ np.diag([4.0, 1.0, 0.0]) @ basis.T
+  predictor = np.asarray(losses.direct_predictor(jnp.array(correlation, jnp.float32), eps=0.1))
+  np.testing.assert_allclose(predictor, basis @ np.diag([1.1, 0.6, 0.1]) @ basis.T, atol=1e-5)
+  np.testing.assert_allclose(predictor, predictor.T, atol=1e-6)
+
+
+def test_direct_predictor_is_a_constant_for_the_gradient():
+  correlation = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+  grad = jax.grad(lambda c: jnp.sum(losses.direct_predictor(c)))(correlation)
+  np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_simsiam_direct_state_is_the_running_correlation():
+  config = helpers.tiny_config(importlib.import_module("configs.simsiam").get_config(),
+                               **{"model.projector_hidden_dim": 16, "model.projection_dim": 8, "model.predictor_hidden_dim": 4})
+  config.unlock()
+  config.simsiam.predictor = "direct"
+  method = methods.make_method(config, num_classes=0)
+  params, extra = method.init(jax.random.key(0))
+  assert "predictor" not in params  # nothing to learn: the predictor is set from the state
+  np.testing.assert_array_equal(extra["projection_correlation"], 0.0)
+  views = [jnp.asarray(np.random.default_rng(i).random((8, 16, 16, 3)), jnp.float32) for i in range(2)]
+  outputs = tuple(method._forward(params, extra["batch_stats"], v)[0] for v in views)
+  _, state = method.complete_outputs(outputs, {"projection_correlation": extra["projection_correlation"]})
+  z = np.concatenate([np.asarray(o["projection"], np.float64) for o in outputs])
+  np.testing.assert_allclose(state["projection_correlation"], (1 - config.simsiam.direct_rho) * z.T @ z / len(z), rtol=1e-4, atol=1e-6)
+
+
+def test_simsiam_rejects_an_unknown_predictor():
+  config = importlib.import_module("configs.simsiam").get_config()
+  config.simsiam.predictor = "mlp"
+  with pytest.raises(ValueError, match="config.simsiam.predictor is 'mlp'; choose one of"):
+    methods.make_method(config, num_classes=0)
+
+
 def _sgd_config(**overrides):
   settings = {"optimizer.name": "sgd", "optimizer.weight_decay": 0.0, "optimizer.momentum": 0.0,
               "optimizer.warmup_steps": 2, "total_steps": 10}
@@ -161,3 +201,15 @@ def test_final_learning_rate_fraction():
   config = _sgd_config(final_learning_rate_fraction=1e-3)
   peak = 0.2 * config.batch_size / 256
   np.testing.assert_allclose(float(optim.learning_rate_schedule(config)(config.total_steps)), 1e-3 * peak, rtol=1e-5)
+
+
+def test_simsiam_presets_follow_the_paper():
+  """The CPU presets' departures (DirectPred, stronger brightness and contrast) stay out of the paper's."""
+  simsiam = importlib.import_module("configs.simsiam")
+  assert simsiam.get_config().simsiam.predictor == "direct"
+  for preset, base_lr in (("cifar10", 0.03), ("imagenet", 0.05)):
+    c = simsiam.get_config(preset)
+    assert c.simsiam.predictor == "learned" and c.optimizer.constant_lr_modules == ("predictor",)
+    assert c.optimizer.base_learning_rate == base_lr
+    for view in c.augment.views:  # MoCo v2's augmentation (SimSiam, appendix A)
+      assert (view.brightness, view.contrast, view.saturation, view.hue, view.grayscale_prob) == (0.4, 0.4, 0.4, 0.1, 0.2)

@@ -27,7 +27,10 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
   return helpers.tiny_config(config, **heads)
 
 def _setup(name):
-  config = tiny_config(name)
+  config = tiny_config(name.removesuffix("_direct"))
+  if name == "simsiam_direct":  # DirectPred's predictor comes from the global batch's correlation
+    config.unlock()
+    config.simsiam.predictor = "direct"
   source = sources.make_source(config.data, "train")
   data = pipeline.make_train_iterator(
       source, seed=0, per_process_batch_size=config.batch_size,
@@ -60,9 +63,10 @@ def _step_with_gradients(method, tx, config, state, batch, mesh):
   return jax.device_get(fn(state, jax.device_put(batch, parallel.batch_sharded(mesh)), jax.random.key(7)))
 
 
-# SimSiam's loss is per example (only BatchNorm sees the batch), so the two methods whose loss
-# reduces over the global batch are the ones checked; each check costs two compilations.
-@pytest.mark.parametrize("name", ("barlow_twins", "vicreg"))
+# SimSiam's loss is per example (only BatchNorm sees the batch), so the methods whose loss or
+# state reduces over the global batch are the ones checked (SimSiam with DirectPred's predictor,
+# set from the global batch's correlation matrix); each check costs two compilations.
+@pytest.mark.parametrize("name", ("barlow_twins", "vicreg", "simsiam_direct"))
 def test_one_step_same_on_1_and_8_devices_float64(name):
   """Loss, gradients, new params and batch statistics agree to 1e-6 of their scale in float64."""
   assert jax.device_count() == 8

@@ -45,6 +45,14 @@ class SiameseMethod:
     """(loss, metrics) from each view's {'projection': ..., 'prediction': ...} outputs."""
     raise NotImplementedError
 
+  def initial_state(self) -> dict:
+    """Method state kept next to the batch statistics (none unless a subclass needs some)."""
+    return {}
+
+  def complete_outputs(self, outputs: tuple[dict, dict], state: dict) -> tuple[tuple[dict, dict], dict]:
+    """Outputs that depend on method state rather than parameters, and the updated state."""
+    return outputs, state
+
   def _networks(self, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
     cfg = self.config.model
     backbone = models.make_backbone(cfg, rngs)
@@ -58,7 +66,7 @@ class SiameseMethod:
     stats = {name: s for name, (_, _, s) in split.items() if name != "probe"}  # a Linear layer has none
     if not self.num_classes:
       del params["probe"]
-    return params, {"batch_stats": stats}
+    return params, {"batch_stats": stats, **self.initial_state()}
 
   def _forward(self, params, stats, images):
     """Features and head outputs of one view, and the batch statistics after it."""
@@ -79,17 +87,19 @@ class SiameseMethod:
       # Each view gets its own forward pass (and so its own BN batch statistics), as in the papers.
       view_outputs, stats = self._forward(params, stats, images)
       outputs.append(view_outputs)
-    loss, metrics = self.objective(tuple(outputs))
+    state = {name: extra[name] for name in self.initial_state()}
+    outputs, state = self.complete_outputs(tuple(outputs), state)
+    loss, metrics = self.objective(outputs)
     metrics["embedding_std"] = embedding_std(outputs[0]["projection"])
     total = loss
     if self.num_classes:
       probe_loss, probe_accuracy = linear_probe_loss(self.modules["probe"], params["probe"], outputs[0]["features"], batch["label"])
       total = total + probe_loss
       metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
-    return total, {"batch_stats": stats, "metrics": metrics}
+    return total, {"batch_stats": stats, "state": state, "metrics": metrics}
 
   def after_update(self, state: TrainState, aux: dict) -> dict:
-    return {"batch_stats": aux["batch_stats"]}
+    return {"batch_stats": aux["batch_stats"], **aux["state"]}
 
   def embed(self, params, extra, images, *, train: bool = False):
     features, _ = self.modules["backbone"](params["backbone"], extra["batch_stats"]["backbone"], images, train=train)

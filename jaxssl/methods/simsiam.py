@@ -8,10 +8,18 @@ projection to the other's, whose gradient is stopped:
 There is no target network: the stop-gradient alone prevents collapse (the paper's figure 2),
 helped by the predictor, whose learning rate the paper keeps fixed while the rest decays
 (`config.optimizer.constant_lr_modules = ('predictor',)`, see `optim.module_learning_rates`).
+
+`config.simsiam.predictor = 'direct'` replaces the learned predictor by DirectPred's (Tian, Chen &
+Ganguli 2021): a linear map set at every step from the eigendecomposition of a running
+correlation matrix of the projections (`losses.direct_predictor`), which keeps weak directions
+of the embedding growing where a learned predictor lets one direction take over.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from jaxssl import losses
@@ -22,7 +30,33 @@ from jaxssl.models.heads import MLPHead
 class SimSiam(SiameseMethod):
   """SimSiam as pure functions; see the module docstring for the equations."""
 
-  HEADS = ("projector", "predictor")
+  PREDICTORS = ("learned", "direct")
+
+  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
+    options = config.get("simsiam", None) or {}
+    self.predictor_kind = options.get("predictor", "learned")
+    if self.predictor_kind not in self.PREDICTORS:
+      raise ValueError(f"config.simsiam.predictor is '{self.predictor_kind}'; choose one of {self.PREDICTORS}.")
+    self.direct_rho = options.get("direct_rho", 0.3)
+    self.direct_eps = options.get("direct_eps", 0.01)
+    self.HEADS = ("projector", "predictor") if self.predictor_kind == "learned" else ("projector",)
+    super().__init__(config, num_classes)
+
+  def initial_state(self):
+    if self.predictor_kind == "learned":
+      return {}
+    dim = self.config.model.projection_dim
+    return {"projection_correlation": jnp.zeros((dim, dim), jnp.float32)}
+
+  def complete_outputs(self, outputs, state):
+    if self.predictor_kind == "learned":
+      return outputs, state
+    # DirectPred, eq. 19: F <- rho F + (1 - rho) E[z z^T] over both views of the global batch.
+    z = jax.lax.stop_gradient(jnp.concatenate([o["projection"] for o in outputs]).astype(jnp.float32))
+    correlation = self.direct_rho * state["projection_correlation"] + (1 - self.direct_rho) * (z.T @ z) / z.shape[0]
+    predictor = losses.direct_predictor(correlation, self.direct_eps)
+    outputs = tuple({**o, "prediction": o["projection"] @ predictor} for o in outputs)
+    return outputs, {"projection_correlation": correlation}
 
   def _heads(self, num_features, dtype, rngs: nnx.Rngs):
     cfg = self.config.model
@@ -32,6 +66,8 @@ class SimSiam(SiameseMethod):
         num_features, cfg.projector_hidden_dim, cfg.projection_dim,
         num_hidden_layers=cfg.projector_hidden_layers, output_norm=True, dtype=dtype, rngs=rngs,
     )
+    if self.predictor_kind == "direct":
+      return {"projector": projector}
     predictor = MLPHead(cfg.projection_dim, cfg.predictor_hidden_dim, cfg.projection_dim, dtype=dtype, rngs=rngs)
     return {"projector": projector, "predictor": predictor}
 
