@@ -102,6 +102,31 @@ def negative_cosine_similarity(predictions: tuple[jax.Array, jax.Array], project
   return -0.5 * (jnp.mean(cosine(p1, z2)) + jnp.mean(cosine(p2, z1)))
 
 
+def multicrop_negative_cosine_similarity(predictions, projections, num_targets: int = 2) -> jax.Array:
+  """SimSiam's loss over multi-crop views: every crop predicts every other global crop.
+
+  L = mean over pairs (i, j), j < num_targets, i != j, of D(p_i, sg(z_j)), with D as in
+  `negative_cosine_similarity`, which this equals for two crops. Targets come from the global
+  crops only, as in SwAV's and DINO's multi-crop, since a small local crop often misses what
+  the image shows.
+
+  Args:
+    predictions: one [B, D] predictor output per crop, the global crops first.
+    projections: the matching projector outputs; only the first `num_targets` are used.
+    num_targets: how many leading crops are global (targets).
+  Returns:
+    A scalar in [-1, 1].
+  """
+  cosine = lambda p, z: jnp.mean(jnp.sum(l2_normalize(p) * l2_normalize(z), axis=-1))
+  terms = [
+      cosine(p, jax.lax.stop_gradient(projections[j]))
+      for j in range(num_targets)
+      for i, p in enumerate(predictions)
+      if i != j
+  ]
+  return -sum(terms) / len(terms)
+
+
 def direct_predictor(correlation: jax.Array, eps: float = 0.01) -> jax.Array:
   """DirectPred's linear predictor (Tian, Chen & Ganguli 2021, eq. 18): W_p = U diag(p) U^T.
 

@@ -114,6 +114,25 @@ def test_simsiam_hand_value():
   np.testing.assert_allclose(losses.negative_cosine_similarity((p1, p2), (z1, z2)), -0.24, rtol=1e-6)
 
 
+def test_multicrop_simsiam_loss_with_two_crops_is_the_paper_loss():
+  p1, p2 = jnp.array([[1.0, 0.0], [3.0, 4.0]]), jnp.array([[1.0, 1.0], [0.0, 2.0]])
+  z1, z2 = jnp.array([[2.0, 2.0], [0.0, -1.0]]), jnp.array([[0.0, 1.0], [4.0, 3.0]])
+  np.testing.assert_allclose(losses.multicrop_negative_cosine_similarity((p1, p2), (z1, z2)), -0.24, rtol=1e-6)
+
+
+def test_multicrop_simsiam_loss_by_hand():
+  # Two global crops and one local crop, one example each: the pairs are p1 -> z0, p2 -> z0,
+  # p0 -> z1 and p2 -> z1, with cosines 0, 1, 24/25 and 3/5; the local crop's z is never a target.
+  z = (jnp.array([[1.0, 0.0]]), jnp.array([[3.0, 4.0]]), jnp.array([[5.0, 5.0]]))
+  p = (jnp.array([[4.0, 3.0]]), jnp.array([[0.0, 2.0]]), jnp.array([[7.0, 0.0]]))
+  loss = losses.multicrop_negative_cosine_similarity(p, z, num_targets=2)
+  np.testing.assert_allclose(loss, -(0.0 + 1.0 + 0.96 + 0.6) / 4, rtol=1e-6)
+  grad_local_z = jax.grad(lambda z2: losses.multicrop_negative_cosine_similarity(p, (z[0], z[1], z2)))(z[2])
+  grad_local_p = jax.grad(lambda p2: losses.multicrop_negative_cosine_similarity((p[0], p[1], p2), z))(p[2])
+  np.testing.assert_array_equal(grad_local_z, 0.0)
+  assert np.abs(grad_local_p).sum() > 0
+
+
 def test_simsiam_gradient_stops_at_projections():
   p = (jnp.array([[1.0, 2.0]]), jnp.array([[0.5, -1.0]]))
   z = (jnp.array([[2.0, 1.0]]), jnp.array([[1.0, 1.0]]))
@@ -153,6 +172,37 @@ def test_simsiam_direct_state_is_the_running_correlation():
   _, state = method.complete_outputs(outputs, {"projection_correlation": extra["projection_correlation"]})
   z = np.concatenate([np.asarray(o["projection"], np.float64) for o in outputs])
   np.testing.assert_allclose(state["projection_correlation"], (1 - config.simsiam.direct_rho) * z.T @ z / len(z), rtol=1e-4, atol=1e-6)
+
+
+def _simsiam_with_local_crops(name="simsiam", num_local=2):
+  config = helpers.tiny_config(importlib.import_module(f"configs.{name}").get_config(),
+                               **{"model.projector_hidden_dim": 16, "model.projection_dim": 8})
+  config.unlock()
+  config.augment.local_views = dict(config.augment.views[0].to_dict(), size=8, crop_scale=(0.1, 0.3), num=num_local)
+  return config
+
+
+def test_simsiam_local_crops_predict_the_global_ones():
+  """Local crops change the loss (they are predictions) and the network still gets gradients."""
+  config = _simsiam_with_local_crops()
+  method = methods.make_method(config, num_classes=0)
+  params, extra = method.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {"view0": rng.integers(0, 256, (4, 16, 16, 3), np.uint8), "view1": rng.integers(0, 256, (4, 16, 16, 3), np.uint8),
+           "local_views": rng.integers(0, 256, (4, 2, 8, 8, 3), np.uint8)}
+  loss, aux = method.loss(params, extra, batch, jax.random.key(1), 0)
+  assert -1.0 <= float(loss) <= 1.0
+  without_local, _ = method.loss(params, extra, {k: batch[k] for k in ("view0", "view1")}, jax.random.key(1), 0)
+  assert float(loss) != float(without_local)
+  param_grads = jax.grad(lambda p: method.loss(p, extra, batch, jax.random.key(1), 0)[0])(params)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(param_grads["backbone"])) > 0
+
+
+@pytest.mark.parametrize("name", ("barlow_twins", "vicreg"))
+def test_two_view_methods_reject_local_crops(name):
+  config = _simsiam_with_local_crops(name)
+  with pytest.raises(ValueError, match="does not use multi-crop's local crops.*set it to 0"):
+    methods.make_method(config, num_classes=0)
 
 
 def test_simsiam_rejects_an_unknown_predictor():

@@ -4,6 +4,10 @@ Barlow Twins, VICReg and SimSiam share everything but their heads and their obje
 goes through the same encoder f and projector g (and, for SimSiam, a predictor h), with its own
 forward pass and so its own BatchNorm statistics, and gradients flow through both branches.
 A subclass names its heads (`_heads`) and its loss on the two views' outputs (`objective`).
+
+A subclass that sets `USES_LOCAL_VIEWS` also takes multi-crop's local crops
+(`config.augment.local_views`): they go through the same network in one extra pass (their own
+BN batch), and their outputs follow the two global views' in what `objective` receives.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from flax import nnx
 
 from jaxssl import models
 from jaxssl.data import augment
+from jaxssl.methods import multicrop
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
 from jaxssl.models import functional
@@ -26,6 +31,8 @@ class SiameseMethod:
 
   # Heads applied in this order after the encoder; a subclass may leave out 'predictor'.
   HEADS: tuple[str, ...] = ("projector",)
+  # Whether `objective` takes outputs of local crops after the two global views'.
+  USES_LOCAL_VIEWS: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
     self.config = config
@@ -33,6 +40,12 @@ class SiameseMethod:
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     if len(self.view_specs) != 2:
       raise ValueError(f"config.augment.views has {len(self.view_specs)} views; {config.method} needs exactly 2.")
+    self.local_spec = multicrop.local_augment_spec(config.augment)
+    if self.local_spec is not None and not self.USES_LOCAL_VIEWS:
+      raise ValueError(
+          f"{config.method} does not use multi-crop's local crops, but config.augment.local_views.num is "
+          f"{config.augment.local_views.num}; set it to 0."
+      )
     # Only the static structure is kept; `nnx.eval_shape` traces shapes without drawing weights.
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.modules = {name: functional.split_module(m)[0] for name, m in abstract.items()}
@@ -41,15 +54,18 @@ class SiameseMethod:
     """{head name: module} for the names in HEADS."""
     raise NotImplementedError
 
-  def objective(self, outputs: tuple[dict, dict]) -> tuple[jax.Array, dict]:
-    """(loss, metrics) from each view's {'projection': ..., 'prediction': ...} outputs."""
+  def objective(self, outputs: tuple[dict, ...]) -> tuple[jax.Array, dict]:
+    """(loss, metrics) from each view's {'projection': ..., 'prediction': ...} outputs.
+
+    The two global views come first, then (with `USES_LOCAL_VIEWS`) one entry per local crop.
+    """
     raise NotImplementedError
 
   def initial_state(self) -> dict:
     """Method state kept next to the batch statistics (none unless a subclass needs some)."""
     return {}
 
-  def complete_outputs(self, outputs: tuple[dict, dict], state: dict) -> tuple[tuple[dict, dict], dict]:
+  def complete_outputs(self, outputs: tuple[dict, ...], state: dict) -> tuple[tuple[dict, ...], dict]:
     """Outputs that depend on method state rather than parameters, and the updated state."""
     return outputs, state
 
@@ -78,8 +94,20 @@ class SiameseMethod:
       outputs[output_name] = x
     return outputs, new_stats
 
+  def _local_outputs(self, params, stats, local_views, rng):
+    """Outputs of each local crop ([B, V, s, s, 3] uint8) from one pass over all of them."""
+    batch_size, num_local = local_views.shape[:2]
+    flat = local_views.reshape((-1,) + local_views.shape[2:])  # example-major, as stored
+    images = augment.normalize(augment.augment_images(rng, flat, self.local_spec))
+    outputs, stats = self._forward(params, stats, images)
+    per_crop = {k: v.reshape((batch_size, num_local) + v.shape[1:]) for k, v in outputs.items()}
+    return [{k: v[:, i] for k, v in per_crop.items()} for i in range(num_local)], stats
+
   def loss(self, params, extra, batch, rng, step):
     del step
+    with_local = self.local_spec is not None and "local_views" in batch
+    if with_local:
+      rng, local_rng = jax.random.split(rng)
     views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
     stats = extra["batch_stats"]
     outputs = []
@@ -87,6 +115,9 @@ class SiameseMethod:
       # Each view gets its own forward pass (and so its own BN batch statistics), as in the papers.
       view_outputs, stats = self._forward(params, stats, images)
       outputs.append(view_outputs)
+    if with_local:
+      local_outputs, stats = self._local_outputs(params, stats, batch["local_views"], local_rng)
+      outputs.extend(local_outputs)
     state = {name: extra[name] for name in self.initial_state()}
     outputs, state = self.complete_outputs(tuple(outputs), state)
     loss, metrics = self.objective(outputs)

@@ -31,6 +31,9 @@ class SimSiam(SiameseMethod):
   """SimSiam as pure functions; see the module docstring for the equations."""
 
   PREDICTORS = ("learned", "direct")
+  # Multi-crop's local crops predict both global crops' projections (not in the paper; the
+  # built-in-data presets use two, as SwAV's and DINO's do).
+  USES_LOCAL_VIEWS = True
 
   def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
     options = config.get("simsiam", None) or {}
@@ -52,7 +55,8 @@ class SimSiam(SiameseMethod):
     if self.predictor_kind == "learned":
       return outputs, state
     # DirectPred, eq. 19: F <- rho F + (1 - rho) E[z z^T] over both views of the global batch.
-    z = jax.lax.stop_gradient(jnp.concatenate([o["projection"] for o in outputs]).astype(jnp.float32))
+    # With multi-crop, over the global crops only: their projections are the targets.
+    z = jax.lax.stop_gradient(jnp.concatenate([o["projection"] for o in outputs[:2]]).astype(jnp.float32))
     correlation = self.direct_rho * state["projection_correlation"] + (1 - self.direct_rho) * (z.T @ z) / z.shape[0]
     predictor = losses.direct_predictor(correlation, self.direct_eps)
     outputs = tuple({**o, "prediction": o["projection"] @ predictor} for o in outputs)
@@ -74,5 +78,8 @@ class SimSiam(SiameseMethod):
   def objective(self, outputs):
     predictions = tuple(o["prediction"] for o in outputs)
     projections = tuple(o["projection"] for o in outputs)
-    loss = losses.negative_cosine_similarity(predictions, projections)
+    if len(outputs) == 2:
+      loss = losses.negative_cosine_similarity(predictions, projections)
+    else:
+      loss = losses.multicrop_negative_cosine_similarity(predictions, projections, num_targets=2)
     return loss, {"simsiam_loss": loss}
