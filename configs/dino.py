@@ -4,7 +4,7 @@ Presets (`--config=configs/dino.py:NAME`):
   (none)         the quickstart: built-in patterns on CPU with multi-crop, ResNet-18 x0.25,
                  600 steps, about 12 minutes on 2 cores (kNN 52.5, raw pixels 32.5). It uses
                  DINOv2's Sinkhorn-Knopp teacher, BN in the head and a fast teacher; see below.
-  quick          smaller crops (2 x 24 px + 2 x 12 px), 400 steps, about 5.5 minutes (kNN 48.3).
+  quick          smaller crops (2 x 24 px + 2 x 12 px), 400 steps: 164 s on 2 idle cores, kNN 39.0.
                  DINO takes off after step 250 here, so the step is made cheaper instead of
                  the run shorter (300 steps: 24.1).
   imagenet       the paper's ResNet-50 setting (SGD, 2 x 224 + 8 x 96 crops), 100 epochs.

@@ -254,7 +254,7 @@ def test_final_learning_rate_fraction():
 
 
 def test_simsiam_presets_follow_the_paper():
-  """The CPU presets' departures (DirectPred, stronger brightness and contrast) stay out of the paper's."""
+  """The CPU presets' departures (DirectPred, greyscale views, larger crops) stay out of the paper's."""
   simsiam = importlib.import_module("configs.simsiam")
   assert simsiam.get_config().simsiam.predictor == "direct"
   for preset, base_lr in (("cifar10", 0.03), ("imagenet", 0.05)):
@@ -263,3 +263,5 @@ def test_simsiam_presets_follow_the_paper():
     assert c.optimizer.base_learning_rate == base_lr
     for view in c.augment.views:  # MoCo v2's augmentation (SimSiam, appendix A)
       assert (view.brightness, view.contrast, view.saturation, view.hue, view.grayscale_prob) == (0.4, 0.4, 0.4, 0.1, 0.2)
+      assert tuple(view.crop_scale) == (0.2, 1.0)
+    assert c.augment.local_views.num == 0  # the paper has two views only
