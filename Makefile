@@ -20,7 +20,7 @@ for c in python3.13 python3.12 python3 $$HOME/.pyenv/versions/3.1[2-9]*/bin/pyth
 done
 endef
 
-$(STAMP): setup.py
+$(STAMP): setup.py constraints.txt
 	@py="$$($(find_python))"; \
 	if [ -z "$$py" ]; then \
 	  echo "error: jaxssl needs Python 3.12 or newer (jax 0.12 requires it) and none was found; install python3.12 and re-run make." >&2; \
@@ -29,7 +29,7 @@ $(STAMP): setup.py
 	echo "Creating $(VENV) with $$py ($$($$py --version))"; \
 	$$py -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
