@@ -84,6 +84,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 
   c.byol = ml_collections.ConfigDict()
   c.byol.base_target_decay = 0.99  # paper: 0.996 for 1000 epochs; 0.99 for short runs (solo-learn)
+  c.byol.predictor = "learned"  # paper: 'learned' (an MLP); 'direct': DirectPred (Tian, Chen & Ganguli 2021)
+  c.byol.direct_rho = 0.3  # DirectPred: EMA rate of the projections' correlation matrix (their rho)
+  c.byol.direct_eps = 0.01  # DirectPred: boost of every predictor eigenvalue (their sample command: 0.01)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.knn_k = 20

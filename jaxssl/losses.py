@@ -6,6 +6,8 @@ axis span every device, so no explicit collectives are needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -147,6 +149,22 @@ def direct_predictor(correlation: jax.Array, eps: float = 0.01) -> jax.Array:
   eigenvalues = jnp.maximum(eigenvalues, 0.0)  # round-off can leave tiny negative ones
   scale = jnp.sqrt(eigenvalues / jnp.maximum(jnp.max(eigenvalues), 1e-12)) + eps
   return (eigenvectors * scale) @ eigenvectors.T
+
+
+def running_direct_predictor(
+    correlation: jax.Array, projections: Sequence[jax.Array], rho: float, eps: float
+) -> tuple[jax.Array, jax.Array]:
+  """DirectPred's predictor from a running correlation (Tian, Chen & Ganguli 2021, eq. 19, 18).
+
+  F <- rho F + (1 - rho) E[z z^T] over all rows of `projections` (the global batch of every
+  view given), then W_p = `direct_predictor(F, eps)`. Both are constants for the gradient.
+
+  Returns:
+    (W_p, the new F); a prediction is `z @ W_p`.
+  """
+  z = jax.lax.stop_gradient(jnp.concatenate(projections).astype(jnp.float32))
+  correlation = rho * correlation + (1 - rho) * (z.T @ z) / z.shape[0]
+  return direct_predictor(correlation, eps), correlation
 
 
 def batch_standardize(z: jax.Array, eps: float = 1e-5) -> jax.Array:

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import methods, optim, parallel, train
+from jaxssl import losses, methods, optim, parallel, train
 from jaxssl.data import augment, pipeline, sources
+from jaxssl.methods.base import TrainState
+from jaxssl.methods.common import view_images
 from tests import helpers
 
 
@@ -118,3 +120,34 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
   finally:
     jax.config.update("jax_enable_x64", False)
     method.view_specs = saved_specs
+
+
+def test_direct_predictor_predicts_from_the_running_correlation():
+  """BYOL with DirectPred: the state is the running E[z z^T] of both views' online projections,
+  and the loss is BYOL's with z @ W_p as the prediction (at init the target equals the online
+  network, so its projections are z too)."""
+  config = helpers.tiny_byol_config(**{"byol.predictor": "direct"})
+  method = methods.make_method(config, num_classes=0)
+  params, extra = method.init(jax.random.key(0))
+  assert "predictor" not in params and "predictor" not in extra["batch_stats"]
+  np.testing.assert_array_equal(extra["projection_correlation"], 0.0)
+  rng = np.random.default_rng(0)
+  batch = {f"view{i}": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3)), jnp.uint8) for i in range(2)}
+  loss, aux = jax.jit(lambda p, e, b: method.loss(p, e, b, jax.random.key(3), 0))(params, extra, batch)
+
+  views = view_images(jax.random.key(3), (batch["view0"], batch["view1"]), method.view_specs)
+  z = [np.asarray(method._embed_and_project(params, extra["batch_stats"], v, train=True)[1], np.float64) for v in views]
+  all_z = np.concatenate(z)
+  correlation = (1 - config.byol.direct_rho) * all_z.T @ all_z / len(all_z)
+  np.testing.assert_allclose(aux["projection_correlation"], correlation, rtol=1e-4, atol=1e-6)
+  predictor = np.asarray(losses.direct_predictor(jnp.asarray(correlation, jnp.float32), config.byol.direct_eps))
+  expected = losses.byol_loss((z[0] @ predictor, z[1] @ predictor), (z[0], z[1]))
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)
+  new_extra = method.after_update(TrainState(step=jnp.asarray(1), params=params, extra=extra, opt_state=None), aux)
+  np.testing.assert_array_equal(new_extra["projection_correlation"], aux["projection_correlation"])
+
+
+def test_byol_rejects_an_unknown_predictor():
+  config = helpers.tiny_byol_config(**{"byol.predictor": "mlp"})
+  with pytest.raises(ValueError, match="config.byol.predictor is 'mlp'; choose one of"):
+    methods.make_method(config, num_classes=0)

@@ -8,6 +8,10 @@ exponential-moving-average target network (f', g') gives for another view of the
   tau_k = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2.
 
 Nothing in the loss prevents collapse; the predictor plus the slow target is what does.
+
+`config.byol.predictor = 'direct'` sets the predictor instead of learning it: DirectPred (Tian,
+Chen & Ganguli 2021, eq. 18-19), built from the running correlation matrix of the online
+projections (`losses.direct_predictor`), the setting their paper studies BYOL in.
 """
 
 from __future__ import annotations
@@ -32,9 +36,17 @@ _TARGET_PARTS = ("backbone", "projector")
 class BYOL:
   """BYOL as pure functions; see the module docstring for the equations."""
 
+  PREDICTORS = ("learned", "direct")
+
   def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
     self.config = config
     self.num_classes = num_classes
+    options = config.get("byol", {})
+    self.predictor_kind = options.get("predictor", "learned")
+    if self.predictor_kind not in self.PREDICTORS:
+      raise ValueError(f"config.byol.predictor is '{self.predictor_kind}'; choose one of {self.PREDICTORS}.")
+    self.direct_rho = options.get("direct_rho", 0.3)
+    self.direct_eps = options.get("direct_eps", 0.01)
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     # Only the static structure is kept; `nnx.eval_shape` traces shapes without drawing weights.
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
@@ -57,6 +69,9 @@ class BYOL:
     del stats["probe"]  # a Linear layer has no batch statistics
     if not self.num_classes:
       del params["probe"]
+    if self.predictor_kind == "direct":
+      # DirectPred computes the predictor, so the learned one gets neither weights nor updates.
+      del params["predictor"], stats["predictor"]
     # The target starts as an exact copy of the online encoder and projector.
     copy = lambda tree: jax.tree.map(jnp.array, tree)
     extra = {
@@ -64,6 +79,9 @@ class BYOL:
         "target_params": {k: copy(params[k]) for k in _TARGET_PARTS},
         "target_batch_stats": {k: copy(stats[k]) for k in _TARGET_PARTS},
     }
+    if self.predictor_kind == "direct":
+      dim = self.config.model.projection_dim
+      extra["projection_correlation"] = jnp.zeros((dim, dim), jnp.float32)
     return params, extra
 
   def _embed_and_project(self, params, stats, images, train):
@@ -71,32 +89,42 @@ class BYOL:
     projection, projector_stats = self.projector(params["projector"], stats["projector"], features, train=train)
     return features, projection, {"backbone": backbone_stats, "projector": projector_stats}
 
-  def _online(self, params, stats, images):
-    features, projection, new_stats = self._embed_and_project(params, stats, images, train=True)
-    prediction, new_stats["predictor"] = self.predictor(params["predictor"], stats["predictor"], projection, train=True)
-    return features, projection, prediction, new_stats
+  def _predict(self, params, stats, extra, projections):
+    """The online predictions of both views; `stats` (the encoder's and projector's new batch
+    statistics) gains the predictor's, and the third result is DirectPred's new state."""
+    if self.predictor_kind == "learned":
+      predictions, predictor_stats = [], extra["batch_stats"]["predictor"]
+      for projection in projections:
+        prediction, predictor_stats = self.predictor(params["predictor"], predictor_stats, projection, train=True)
+        predictions.append(prediction)
+      return predictions, {**stats, "predictor": predictor_stats}, {}
+    # As in DirectPred's BYOL: the correlation of the online projections of both views.
+    predictor, correlation = losses.running_direct_predictor(
+        extra["projection_correlation"], projections, self.direct_rho, self.direct_eps
+    )
+    return [projection @ predictor for projection in projections], stats, {"projection_correlation": correlation}
 
   def loss(self, params, extra, batch, rng, step):
     del step
     views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
     stats, target_stats = extra["batch_stats"], extra["target_batch_stats"]
-    predictions, projections = [], []
+    features, online_projections, projections = [], [], []
     for images in views:
       # Each view gets its own forward pass (and so its own BN batch statistics), as in the paper.
-      features, projection, prediction, stats = self._online(params, stats, images)
+      view_features, projection, stats = self._embed_and_project(params, stats, images, train=True)
       _, target_projection, target_stats = self._embed_and_project(extra["target_params"], target_stats, images, train=True)
-      predictions.append(prediction)
+      features.append(view_features)
+      online_projections.append(projection)
       projections.append(target_projection)
-      if len(predictions) == 1:
-        first_features, first_projection = features, projection
+    predictions, stats, predictor_state = self._predict(params, stats, extra, online_projections)
     loss = losses.byol_loss(tuple(predictions), tuple(projections))
-    metrics = {"byol_loss": loss, "embedding_std": embedding_std(first_projection)}
+    metrics = {"byol_loss": loss, "embedding_std": embedding_std(online_projections[0])}
     total = loss
     if self.num_classes:
-      probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], first_features, batch["label"])
+      probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], features[0], batch["label"])
       total = total + probe_loss
       metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
-    aux = {"batch_stats": stats, "target_batch_stats": target_stats, "metrics": metrics}
+    aux = {"batch_stats": stats, "target_batch_stats": target_stats, "metrics": metrics, **predictor_state}
     return total, aux
 
   def target_decay(self, step: jax.Array) -> jax.Array:
@@ -109,11 +137,14 @@ class BYOL:
     tau = self.target_decay(state.step)
     online = {k: state.params[k] for k in _TARGET_PARTS}
     target = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o, state.extra["target_params"], online)
-    return {
+    extra = {
         "batch_stats": aux["batch_stats"],
         "target_params": target,
         "target_batch_stats": aux["target_batch_stats"],
     }
+    if self.predictor_kind == "direct":
+      extra["projection_correlation"] = aux["projection_correlation"]
+    return extra
 
   def embed(self, params, extra, images, *, train: bool = False):
     features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], images, train=train)

@@ -17,7 +17,6 @@ of the embedding growing where a learned predictor lets one direction take over.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
@@ -54,11 +53,11 @@ class SimSiam(SiameseMethod):
   def complete_outputs(self, outputs, state):
     if self.predictor_kind == "learned":
       return outputs, state
-    # DirectPred, eq. 19: F <- rho F + (1 - rho) E[z z^T] over both views of the global batch.
-    # With multi-crop, over the global crops only: their projections are the targets.
-    z = jax.lax.stop_gradient(jnp.concatenate([o["projection"] for o in outputs[:2]]).astype(jnp.float32))
-    correlation = self.direct_rho * state["projection_correlation"] + (1 - self.direct_rho) * (z.T @ z) / z.shape[0]
-    predictor = losses.direct_predictor(correlation, self.direct_eps)
+    # The correlation is over both views of the global batch; with multi-crop, over the global
+    # crops only: their projections are the targets.
+    predictor, correlation = losses.running_direct_predictor(
+        state["projection_correlation"], [o["projection"] for o in outputs[:2]], self.direct_rho, self.direct_eps
+    )
     outputs = tuple({**o, "prediction": o["projection"] @ predictor} for o in outputs)
     return outputs, {"projection_correlation": correlation}
 
