@@ -183,3 +183,35 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   if freezes_patch_embedding(config):
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen_mask))
   return tx
+
+
+MAIN_PLAYER = "main"
+
+
+def module_owners(players: dict) -> dict[str, str]:
+  """Top-level module -> the player that owns it, for the modules of `players` (see
+  `jaxssl.methods.base.Player`); a module claimed twice, or a player called 'main', is an error."""
+  owners = {}
+  for name, player in players.items():
+    if name == MAIN_PLAYER:
+      raise ValueError(f"A player may not be called '{MAIN_PLAYER}': that name is the encoder's (every unclaimed module).")
+    for module in player.modules:
+      if module in owners:
+        raise ValueError(f"Module '{module}' is claimed by players '{owners[module]}' and '{name}'; give it to one.")
+      owners[module] = name
+  return owners
+
+
+def with_players(main: optax.GradientTransformation, players: dict) -> optax.GradientTransformation:
+  """The run's optimizer for the main player's modules and each player's own for its modules.
+
+  Without players this is `main` itself, so the optimizer state of a one-player method keeps its
+  structure (and its checkpoints stay loadable).
+  """
+  if not players:
+    return main
+  owners = module_owners(players)
+  transforms = {MAIN_PLAYER: main}
+  transforms.update({name: player.optimizer or main for name, player in players.items()})
+  label = lambda params: {k: jax.tree.map(lambda _, k=k: owners.get(k, MAIN_PLAYER), v) for k, v in params.items()}
+  return optax.multi_transform(transforms, label)

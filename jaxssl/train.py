@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxssl import checkpoint, methods, optim, parallel
+from jaxssl import checkpoint, environment, methods, optim, parallel
 from jaxssl.data import augment, pipeline, sources
 from jaxssl.data import views as views_lib
 from jaxssl.errors import UserError
@@ -46,10 +46,15 @@ def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Cal
   exactly the augmentations the uninterrupted one would have.
   """
 
+  players = getattr(method, "players", {})
+
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     step_rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, state.extra, batch, step_rng, state.step)
+    if players:
+      (loss, aux), grads = players_value_and_grad(method.loss, players, state.params, state.extra, batch, step_rng, state.step)
+    else:
+      grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+      (loss, aux), grads = grad_fn(state.params, state.extra, batch, step_rng, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if hasattr(method, "project_params"):  # e.g. SwAV's prototypes back onto the unit sphere
@@ -65,6 +70,27 @@ def make_train_step(method, tx: optax.GradientTransformation, learning_rate: Cal
     return state, metrics
 
   return train_step
+
+
+def players_value_and_grad(loss_fn: Callable, players: dict, params, *args) -> tuple[tuple[jax.Array, dict], Any]:
+  """((main loss, aux), gradients) where each player's modules get the gradient of that player's
+  own objective (`aux['objectives'][player.objective]`) and every other module the main loss's.
+
+  One forward pass; one backward pass per player, through `jax.vjp`'s shared residuals.
+  """
+
+  def objectives(params):
+    loss, aux = loss_fn(params, *args)
+    return {optim.MAIN_PLAYER: loss, **{name: aux["objectives"][p.objective] for name, p in players.items()}}, aux
+
+  values, backward, aux = jax.vjp(objectives, params, has_aux=True)
+  owners = optim.module_owners(players)
+  per_player = {}
+  for name in (optim.MAIN_PLAYER, *players):
+    cotangent = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in values.items()}
+    (per_player[name],) = backward(cotangent)
+  grads = {module: per_player[owners.get(module, optim.MAIN_PLAYER)][module] for module in params}
+  return (values[optim.MAIN_PLAYER], aux), grads
 
 
 def state_shardings(method, mesh: jax.sharding.Mesh, abstract_state: TrainState) -> TrainState:
@@ -342,7 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   whole_train_split = sources.make_source(config.data, config.data.train_split)
   train_source = sources.restrict_to_train_examples(whole_train_split, config.data)
   method = methods.make_method(config, _num_classes(config, whole_train_split))
-  tx = optim.make_optimizer(config)
+  tx = optim.with_players(optim.make_optimizer(config), getattr(method, "players", {}))
   learning_rate = optim.learning_rate_schedule(config)
   base_rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(base_rng)
@@ -455,6 +481,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     knn_history.append({"step": int(step), "knn_top1": summary["knn_top1"]})
   summary["train_seconds"] = round(train_seconds, 1)
   summary["wall_seconds"] = round(time.time() - start_time, 1)
+  summary["environment"] = environment.describe()  # what the numbers depend on (see jaxssl.environment)
   if is_chief:
     _write_outputs(workdir, config, summary, log.records, knn_history, view_grid, state, method)
   log.close()

@@ -7,9 +7,11 @@ it differentiates `loss` with respect to `params`, applies the optimizer, then c
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 import jax
+import optax
 from flax import struct
 
 
@@ -27,6 +29,29 @@ class TrainState(struct.PyTreeNode):
   params: Any
   opt_state: Any
   extra: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Player:
+  """A second player of an adversarial method: top-level parameter modules that follow their own
+  objective with their own optimizer, inside the same jitted step as the encoder.
+
+  VideoMoCo's frame-dropping generator maximises the contrastive loss the encoder minimises; the
+  context encoder's discriminator minimises a classification loss the inpainter tries to raise.
+  A method lists its players in `players`; every top-level module no player claims belongs to the
+  main player, which minimises the scalar `loss` returns. The train step differentiates each
+  objective with respect to its own player's modules only, from one forward pass.
+
+  Attributes:
+    modules: the top-level keys of `params` this player owns.
+    objective: the key of `aux['objectives']` (a scalar from `loss`) this player minimises; a
+      player that maximises the main loss returns its negation there.
+    optimizer: this player's optax transform (the run's own optimizer when None).
+  """
+
+  modules: tuple[str, ...]
+  objective: str
+  optimizer: optax.GradientTransformation | None = None
 
 
 class Method(Protocol):
@@ -47,3 +72,5 @@ class Method(Protocol):
   # Optional: `project_params(params) -> params`, applied right after each optimizer step, for
   # parameters constrained to a set (SwAV's prototypes stay unit vectors).
   # Optional: `extra_shardings(mesh, abstract_extra)`, see `jaxssl.train.state_shardings`.
+  # Optional: `players: dict[str, Player]` for adversarial methods (see `Player`); `loss` then
+  # also returns each player's objective in aux['objectives'].

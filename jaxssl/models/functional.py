@@ -27,10 +27,10 @@ class PureModule:
     module = nnx.merge(self.graphdef, params, batch_stats)
     module.train() if train else module.eval()
     output = module(*args, **kwargs)
-    return output, nnx.state(module, nnx.BatchStat).to_pure_dict()
+    return output, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
 
 
 def split_module(module: nnx.Module) -> tuple[PureModule, dict, dict]:
   """Splits a module into (pure module, params dict, batch-stats dict)."""
   graphdef, params, batch_stats = nnx.split(module, nnx.Param, nnx.BatchStat)
-  return PureModule(graphdef), params.to_pure_dict(), batch_stats.to_pure_dict()
+  return PureModule(graphdef), nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)

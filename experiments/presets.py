@@ -1,0 +1,276 @@
+"""Re-runs the published presets, one at a time, and writes the results table.
+
+    python experiments/presets.py                           # every preset, seeds 0, 1 and 2
+    python experiments/presets.py --only=simclr,brave --seeds=0
+    python experiments/presets.py --table-only              # rewrite the tables from results.json
+
+Each run is `python -m jaxssl.main --config=PRESET --workdir=... --config.seed=N` in a fresh
+process; its `eval/summary.json` becomes one row of `experiments/results/results.json` (keyed by
+preset, seed and commit, so older commits' rows stay on record). The tables in
+`experiments/results/presets.md`, README.md and experiments/README.md (between the
+`<!-- presets:begin -->` and `<!-- presets:end -->` markers) are written from that file and show,
+per preset, the newest commit at which it was measured.
+
+A row counts only if it was measured on a clean checkout with the library versions pinned in
+constraints.txt: the harness refuses to run otherwise (`--allow-unpinned` / `--allow-dirty`
+record such rows, marked, for investigation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "experiments" / "results"
+BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
+# A preset beats the baselines only with this margin (kNN points over the better baseline).
+MARGIN = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  name: str  # the --config argument
+  note: str = ""  # what the reader must know about the row (e.g. a documented exception)
+  required_margin: float = MARGIN
+
+
+PRESETS = (
+    Preset("configs/brave.py", "the quickstart (`make run`): narrow motion clip, motion + audio broad views", 10.0),
+    Preset("configs/brave.py:quick"),
+    Preset("configs/simclr.py:quick"),
+    Preset("configs/moco.py:quick", "MoCo v2; kNN with k=200"),
+    Preset("configs/moco.py:v1,quick", "kNN with k=200"),
+    Preset("configs/moco_v3.py:quick"),
+    Preset("configs/npid.py:quick", "kNN with k=200"),
+    Preset("configs/swav.py:quick"),
+    Preset("configs/dino.py:quick"),
+    Preset("configs/barlow_twins.py:quick"),
+    Preset("configs/simsiam.py:quick"),
+    Preset("configs/vicreg.py:quick"),
+    Preset("configs/byol.py:quick", "documented exception: the bootstrap target has nothing to start from here"),
+    Preset("configs/byol.py", "documented exception, 600 steps"),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running.
+# ----------------------------------------------------------------------------------------------
+
+
+def git(*args: str) -> str:
+  return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def checkout_state() -> tuple[str, bool]:
+  """(short commit, whether tracked files differ from it)."""
+  return git("rev-parse", "--short=7", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def check_environment() -> list[str]:
+  sys.path.insert(0, str(ROOT))
+  from jaxssl import environment
+
+  pins = environment.read_constraints(str(ROOT / "constraints.txt"))
+  return environment.unpinned_packages(pins, environment.package_versions())
+
+
+def run_preset(preset: Preset, seed: int, workdir: pathlib.Path, log_path: pathlib.Path) -> dict:
+  """Runs one preset to completion in its own process; returns its eval/summary.json."""
+  if workdir.exists():
+    shutil.rmtree(workdir)  # a stale checkpoint would resume instead of re-measuring
+  command = [sys.executable, "-m", "jaxssl.main", f"--config={preset.name}", f"--workdir={workdir}", f"--config.seed={seed}"]
+  start = time.time()
+  with open(log_path, "w") as log:
+    # This checkout's jaxssl, whatever checkout the venv was installed from.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:  # keep the progress line visible
+      log.write(line)
+      if line.startswith("step ") or line.startswith("error"):
+        print(f"    {line.rstrip()}", flush=True)
+    process.wait()
+  if process.returncode:
+    raise RuntimeError(f"{preset.name} seed {seed} failed (exit {process.returncode}); see {log_path}")
+  with open(workdir / "eval" / "summary.json") as f:
+    summary = json.load(f)
+  summary["process_seconds"] = round(time.time() - start, 1)
+  return summary
+
+
+def make_row(preset: Preset, seed: int, summary: dict, commit: str, dirty: bool, unpinned: list[str]) -> dict:
+  env = summary.get("environment", {})
+  return {
+      "preset": preset.name,
+      "seed": seed,
+      "commit": commit + ("+dirty" if dirty else ""),
+      "knn_top1": summary["knn_top1"],
+      "linear_top1": summary.get("linear_top1"),
+      "knn_top1_random_init": summary["knn_top1_random_init"],
+      "knn_top1_pixels": summary["knn_top1_pixels"],
+      "steps": summary["steps"],
+      "wall_seconds": summary.get("wall_seconds"),
+      "measured_on": time.strftime("%Y-%m-%d"),
+      "environment": env,
+      "unpinned": unpinned,
+  }
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+  """`new` replaces rows of `old` with the same (preset, seed, commit)."""
+  key = lambda r: (r["preset"], r["seed"], r["commit"])
+  replaced = {key(r) for r in new}
+  return [r for r in old if key(r) not in replaced] + list(new)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables.
+# ----------------------------------------------------------------------------------------------
+
+
+def latest_rows(rows: list[dict], presets=PRESETS) -> dict[str, list[dict]]:
+  """Per preset, the rows of the newest commit it was measured at (file order breaks ties)."""
+  by_preset = {}
+  for preset in presets:
+    mine = [r for r in rows if r["preset"] == preset.name]
+    if mine:
+      newest = mine[-1]["commit"]
+      by_preset[preset.name] = sorted((r for r in mine if r["commit"] == newest), key=lambda r: r["seed"])
+  return by_preset
+
+
+def margin(row: dict) -> float:
+  """kNN points above the better of the two baselines."""
+  return row["knn_top1"] - max(row["knn_top1_random_init"], row["knn_top1_pixels"])
+
+
+def _environment_line(rows: list[dict]) -> str:
+  envs = {json.dumps({k: r["environment"].get(k) for k in ("packages", "device_kind", "cpu")}, sort_keys=True) for r in rows if r.get("environment")}
+  if not envs:
+    return ""
+  lines = []
+  for text in sorted(envs):
+    env = json.loads(text)
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if k in ("jax", "jaxlib", "flax", "optax", "numpy"))
+    cpu = env.get("cpu") or {}
+    lines.append(f"{packages}; device {env.get('device_kind')}; {cpu.get('model')} ({'/'.join(cpu.get('features', []))}), {cpu.get('cores')} cores")
+  return "Measured with " + "; and with ".join(lines) + "."
+
+
+def markdown_table(rows: list[dict], presets=PRESETS) -> str:
+  """The results table: one line per preset, every seed's kNN, both baselines, the verdict."""
+  latest = latest_rows(rows, presets)
+  lines = [
+      "| preset | commit | kNN per seed | random init | raw pixels | linear (mean) | wall s (mean) | beats both baselines by the margin on every seed | note |",
+      "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for preset in presets:
+    mine = latest.get(preset.name)
+    if not mine:
+      lines.append(f"| `{preset.name}` | - | not measured | | | | | | {preset.note} |")
+      continue
+    knn = " / ".join(f"{r['knn_top1']:.1f} (s{r['seed']})" for r in mine)
+    random_init = " / ".join(sorted({f"{r['knn_top1_random_init']:.1f}" for r in mine}))
+    pixels = " / ".join(sorted({f"{r['knn_top1_pixels']:.1f}" for r in mine}))
+    linear = [r["linear_top1"] for r in mine if r.get("linear_top1") is not None]
+    walls = [r["wall_seconds"] for r in mine if r.get("wall_seconds") is not None]
+    worst = min(margin(r) for r in mine)
+    passed = all(margin(r) >= preset.required_margin for r in mine)
+    verdict = f"{'yes' if passed else 'no'} (worst {worst:+.1f}, needs +{preset.required_margin:g})"
+    flags = [f for f in ("unpinned versions" if any(r.get("unpinned") for r in mine) else "", "dirty tree" if any("dirty" in r["commit"] for r in mine) else "") if f]
+    note = "; ".join(filter(None, [preset.note, *flags]))
+    lines.append(
+        f"| `{preset.name}` | {mine[0]['commit']} | {knn} | {random_init} | {pixels} | "
+        f"{sum(linear) / len(linear) if linear else float('nan'):.1f} | {sum(walls) / len(walls) if walls else float('nan'):.0f} | {verdict} | {note} |"
+    )
+  environment = _environment_line([r for rs in latest.values() for r in rs])
+  return "\n".join(lines) + ("\n\n" + environment if environment else "") + "\n"
+
+
+def replace_between_markers(text: str, table: str) -> str:
+  if BEGIN not in text or END not in text:
+    raise ValueError(f"the file has no {BEGIN} ... {END} block to put the table in")
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  return f"{head}{BEGIN}\n{table}{END}{tail}"
+
+
+def write_tables(rows: list[dict], results_dir: pathlib.Path, documents=()) -> str:
+  table = markdown_table(rows)
+  results_dir.mkdir(parents=True, exist_ok=True)
+  (results_dir / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+  (results_dir / "presets.md").write_text(
+      "# Preset results\n\nWritten by `python experiments/presets.py`; do not edit by hand.\n\n" + table
+  )
+  for document in documents:
+    path = pathlib.Path(document)
+    path.write_text(replace_between_markers(path.read_text(), table))
+  return table
+
+
+def read_rows(results_dir: pathlib.Path) -> list[dict]:
+  path = results_dir / "results.json"
+  return json.loads(path.read_text()) if path.exists() else []
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def select(only: str) -> list[Preset]:
+  if not only:
+    return list(PRESETS)
+  wanted = [w.strip() for w in only.split(",") if w.strip()]
+  chosen = [p for p in PRESETS if any(p.name == w or p.name == f"configs/{w}" or p.name.removeprefix("configs/").startswith(w) for w in wanted)]
+  if not chosen:
+    raise SystemExit(f"error: --only={only} matches no preset; choose from {[p.name for p in PRESETS]}.")
+  return chosen
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--only", default="", help="comma-separated preset names or prefixes, e.g. simclr,configs/brave.py")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "jaxssl_presets"))
+  parser.add_argument("--table-only", action="store_true", help="rewrite the tables from results.json, run nothing")
+  parser.add_argument("--allow-unpinned", action="store_true", help="record rows measured with other library versions")
+  parser.add_argument("--allow-dirty", action="store_true", help="record rows measured on uncommitted changes")
+  args = parser.parse_args()
+  documents = [ROOT / "README.md", ROOT / "experiments" / "README.md"]
+
+  rows = read_rows(RESULTS_DIR)
+  if args.table_only:
+    print(write_tables(rows, RESULTS_DIR, documents))
+    return
+  commit, dirty = checkout_state()
+  unpinned = check_environment()
+  if unpinned and not args.allow_unpinned:
+    raise SystemExit("error: installed versions differ from constraints.txt: " + "; ".join(unpinned) + ". Run `make install` (or pass --allow-unpinned to record the difference).")
+  if dirty and not args.allow_dirty:
+    raise SystemExit("error: tracked files have uncommitted changes, so no commit names this code; commit first (or pass --allow-dirty).")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  presets = select(args.only)
+  print(f"{len(presets) * len(seeds)} runs at {commit}{' (dirty)' if dirty else ''}, one at a time", flush=True)
+  for preset in presets:
+    for seed in seeds:
+      print(f"{preset.name} seed {seed}", flush=True)
+      name = preset.name.removeprefix("configs/").replace(".py", "").replace(":", "_").replace(",", "_")
+      workdir = pathlib.Path(args.workdir) / f"{name}_s{seed}"
+      workdir.parent.mkdir(parents=True, exist_ok=True)
+      summary = run_preset(preset, seed, workdir, workdir.parent / f"{name}_s{seed}.log")
+      row = make_row(preset, seed, summary, commit, dirty, unpinned)
+      print(f"  kNN {row['knn_top1']:.1f} (random init {row['knn_top1_random_init']:.1f}, pixels {row['knn_top1_pixels']:.1f}), {row['wall_seconds']} s", flush=True)
+      rows = merge_rows(read_rows(RESULTS_DIR), [row])  # re-read: another invocation may have written
+      write_tables(rows, RESULTS_DIR, documents)
+  print(markdown_table(read_rows(RESULTS_DIR)))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,106 @@
+"""The preset harness's table writer and the pinned-environment check, on a small fake result set."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+from jaxssl import environment
+
+_HARNESS = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "presets.py"
+
+
+@pytest.fixture(scope="module")
+def harness():
+  spec = importlib.util.spec_from_file_location("presets_harness", _HARNESS)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
+
+
+def _row(preset, seed, commit, knn, random_init=13.2, pixels=32.5):
+  return {
+      "preset": preset,
+      "seed": seed,
+      "commit": commit,
+      "knn_top1": knn,
+      "linear_top1": knn + 1.0,
+      "knn_top1_random_init": random_init,
+      "knn_top1_pixels": pixels,
+      "steps": 10,
+      "wall_seconds": 100.0,
+      "environment": {"packages": {"jax": "0.12.0.1"}, "device_kind": "cpu", "cpu": {"model": "Fake CPU", "features": ["avx2"], "cores": 2}},
+      "unpinned": [],
+  }
+
+
+def test_table_shows_newest_commit_and_judges_every_seed(harness):
+  presets = (harness.Preset("a.py:quick"), harness.Preset("b.py:quick", "a note", 10.0), harness.Preset("c.py"))
+  rows = [
+      _row("a.py:quick", 0, "old0000", 10.0),  # superseded by the newer commit below
+      _row("a.py:quick", 0, "new1111", 40.0),
+      _row("a.py:quick", 1, "new1111", 34.0),  # 1.5 above pixels: below the 2-point margin
+      _row("b.py:quick", 0, "new1111", 50.0),
+      _row("b.py:quick", 1, "new1111", 45.0),
+  ]
+  lines = harness.markdown_table(rows, presets).splitlines()
+  a_line = next(line for line in lines if line.startswith("| `a.py:quick`"))
+  b_line = next(line for line in lines if line.startswith("| `b.py:quick`"))
+  c_line = next(line for line in lines if line.startswith("| `c.py`"))
+  assert "new1111" in a_line and "old0000" not in a_line
+  assert "40.0 (s0) / 34.0 (s1)" in a_line
+  assert "| no (worst +1.5, needs +2) |" in a_line
+  assert "| yes (worst +12.5, needs +10) |" in b_line and "a note" in b_line
+  assert "not measured" in c_line
+  assert any("Fake CPU (avx2), 2 cores" in line for line in lines)
+
+
+def test_table_flags_rows_from_unpinned_or_dirty_runs(harness):
+  row = _row("a.py:quick", 0, "abc1234+dirty", 40.0)
+  row["unpinned"] = ["jax 0.13 (constraints.txt pins 0.12)"]
+  line = next(l for l in harness.markdown_table([row], (harness.Preset("a.py:quick"),)).splitlines() if l.startswith("| `a"))
+  assert "unpinned versions" in line and "dirty tree" in line
+
+
+def test_merge_replaces_only_the_same_preset_seed_and_commit(harness):
+  old = [_row("a", 0, "c1", 1.0), _row("a", 1, "c1", 2.0), _row("a", 0, "c0", 3.0)]
+  merged = harness.merge_rows(old, [_row("a", 0, "c1", 9.0)])
+  assert sorted((r["seed"], r["commit"], r["knn_top1"]) for r in merged) == [(0, "c0", 3.0), (0, "c1", 9.0), (1, "c1", 2.0)]
+
+
+def test_write_tables_fills_the_marked_block_of_each_document(harness, tmp_path):
+  document = tmp_path / "README.md"
+  document.write_text(f"intro\n{harness.BEGIN}\nstale table\n{harness.END}\noutro\n")
+  harness.write_tables([_row("configs/simclr.py:quick", 0, "abc1234", 40.0)], tmp_path / "results", [document])
+  text = document.read_text()
+  assert "stale table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+  assert "| `configs/simclr.py:quick` | abc1234 | 40.0 (s0) |" in text
+  assert (tmp_path / "results" / "results.json").exists() and (tmp_path / "results" / "presets.md").exists()
+  with pytest.raises(ValueError, match="presets:begin"):
+    harness.replace_between_markers("no markers here", "table")
+
+
+def test_unpinned_packages_names_each_difference(tmp_path):
+  constraints = tmp_path / "constraints.txt"
+  constraints.write_text("# pins\njax==0.12.0.1\nscikit_learn==1.7.0\nflax==0.12.12  # comment\n")
+  pins = environment.read_constraints(str(constraints))
+  assert pins == {"jax": "0.12.0.1", "scikit-learn": "1.7.0", "flax": "0.12.12"}
+  installed = {"jax": "0.12.0.1", "scikit-learn": "1.8.0", "flax": None, "optax": "0.2"}
+  assert environment.unpinned_packages(pins, installed) == [
+      "scikit-learn 1.8.0 (constraints.txt pins 1.7.0)",
+      "flax not installed (constraints.txt pins 0.12.12)",
+  ]
+
+
+def test_this_install_matches_its_constraints():
+  # `make install` installs constraints.txt exactly; a drift here would make published numbers
+  # irreproducible without anyone noticing.
+  pins = environment.read_constraints(str(pathlib.Path(__file__).resolve().parent.parent / "constraints.txt"))
+  assert environment.unpinned_packages(pins, environment.package_versions()) == []
+
+
+def test_describe_names_versions_and_device():
+  described = environment.describe()
+  assert described["packages"]["jax"] and described["device_kind"] and described["device_count"] >= 1
