@@ -1,11 +1,11 @@
-# The two commands: `make run` (quickstart pretraining) and `make test` (the whole suite).
+# The two commands: `make run` (the quickstart: BraVe on built-in audio-visual data) and `make test` (the whole suite).
 # Both create .venv with Python >= 3.12 and install jaxssl into it first.
 
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-WORKDIR ?= runs/byol
-CONFIG ?= configs/byol.py
+WORKDIR ?= runs/brave
+CONFIG ?= configs/brave.py
 
 .PHONY: run test install clean
 

@@ -1,9 +1,10 @@
 """BraVe (Recasens et al. 2021, "Broaden Your Views for Self-Supervised Video Learning").
 
 Presets (`--config=configs/brave.py:NAME`):
-  (none)  built-in moving_shapes (offline audio-visual data) on CPU: a narrow view seen as
-          motion (frame differences) and motion + audio broad views, longer than `quick`.
-  quick   the same, about 5 minutes on 2 CPU cores.
+  (none)  the quickstart (`make run`): built-in moving_shapes (offline audio-visual data) on
+          CPU, a narrow view seen as motion (frame differences) and motion + audio broad views;
+          about 7 minutes on 2 idle CPU cores, evaluation included.
+  quick   smaller: one audio broad view, batch 32, 300 steps.
   paper   the paper's Kinetics-600 setting: TSM-ResNet-50 narrow view (16 x 224 px), broad
           views of 64 frames at 112 px (flow-free motion) and audio, batch 512, 300k steps.
           Needs TFDS kinetics600 in ArrayRecord format with audio (see `paper_requirements`)

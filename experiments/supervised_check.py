@@ -22,8 +22,8 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
-from jaxssl import methods
-from jaxssl.data import augment
+from jaxssl import inputs, methods
+from jaxssl.transforms import augment
 from jaxssl.data import pipeline
 from jaxssl.data import sources
 from jaxssl.data import video
@@ -37,7 +37,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 def _arrays(config, split: str) -> dict[str, np.ndarray]:
   """{'image': uint8 images or, for video configs, the narrow view's centred clips; 'label'}."""
   if config.data.get("kind") == "video":
-    arrays = video.load_clip_eval_arrays(video.make_video_source(config.data, split), video.spec_from_config(config.brave.narrow))
+    arrays = video.load_clip_eval_arrays(video.make_video_source(config.data, split), inputs.clip_view_spec(config.brave.narrow))
     return {"image": arrays["clip"], "label": arrays["label"]}
   source = sources.make_source(config.data, split)
   return pipeline.load_eval_arrays(source, config.data.image_size, None)

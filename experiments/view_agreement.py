@@ -53,7 +53,8 @@ def main(argv) -> None:
 
   from jaxssl import checkpoint, models
   from jaxssl.evaluation.agreement import view_agreement
-  from jaxssl.data import augment, pipeline, sources
+  from jaxssl.data import pipeline, sources
+  from jaxssl.transforms import augment
   from jaxssl.methods.common import view_images
   from jaxssl.models import functional
 

@@ -44,6 +44,17 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def rows_sharded(mesh: jax.sharding.Mesh, abstract: Any) -> NamedSharding:
+  """Splits a [rows, ...] array's rows over the data axis when they divide evenly, else replicates.
+
+  A queue always divides (K % B == 0 and B % devices == 0); a memory bank whose size is not a
+  multiple of the device count stays replicated, which costs memory but not correctness.
+  """
+  if abstract.ndim and abstract.shape[0] % mesh.shape[DATA_AXIS] == 0:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  return NamedSharding(mesh, PartitionSpec())
+
+
 def check_batch_size(global_batch_size: int) -> int:
   """Returns the per-process batch size, or explains which batch sizes are valid."""
   devices, processes = jax.device_count(), jax.process_count()

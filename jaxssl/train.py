@@ -21,8 +21,9 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxssl import checkpoint, environment, methods, optim, parallel
-from jaxssl.data import augment, pipeline, sources
+from jaxssl import checkpoint, environment, inputs, methods, optim, parallel
+from jaxssl.data import pipeline, sources, video
+from jaxssl.transforms import augment
 from jaxssl.data import views as views_lib
 from jaxssl.errors import UserError
 from jaxssl.evaluation import knn, linear, monitors, plots
@@ -94,11 +95,17 @@ def players_value_and_grad(loss_fn: Callable, players: dict, params, *args) -> t
 
 
 def state_shardings(method, mesh: jax.sharding.Mesh, abstract_state: TrainState) -> TrainState:
-  """Shardings of the train state: replicated, except the `extra` leaves a method shards itself
-  (e.g. a MoCo queue or an NPID memory bank split over the data axis) via `extra_shardings`."""
+  """Shardings of the train state: replicated, except the `extra` leaves a method names in
+  `row_sharded_extra` (e.g. a MoCo queue or an NPID memory bank), split over the data axis."""
   shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
-  if hasattr(method, "extra_shardings"):
-    shardings = shardings.replace(extra=method.extra_shardings(mesh, abstract_state.extra))
+  extra = shardings.extra
+  for path in getattr(method, "row_sharded_extra", ()):
+    abstract, node = abstract_state.extra, extra
+    if not all(isinstance(abstract, dict) and key in abstract and (abstract := abstract[key]) is not None for key in path):
+      continue  # e.g. MoCo's queue when its dictionary is a memory bank
+    for key in path[:-1]:
+      node = node[key]
+    node[path[-1]] = parallel.rows_sharded(mesh, abstract)
   return shardings
 
 
@@ -367,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
   whole_train_split = sources.make_source(config.data, config.data.train_split)
   train_source = sources.restrict_to_train_examples(whole_train_split, config.data)
-  method = methods.make_method(config, _num_classes(config, whole_train_split))
+  method = methods.make_method(config, _num_classes(config, whole_train_split), num_train_examples=len(train_source))
   tx = optim.with_players(optim.make_optimizer(config), getattr(method, "players", {}))
   learning_rate = optim.learning_rate_schedule(config)
   base_rng = jax.random.key(config.seed)
@@ -381,7 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       seed=config.seed,
       per_process_batch_size=per_process_batch,
       view_specs=_host_view_specs(config, method),
-      transform=method.host_transform(train_source) if hasattr(method, "host_transform") else None,
+      transform=make_host_transform(method, train_source),
       **views_lib.local_view_settings(config.get("augment")),
       process_index=jax.process_index(),
       process_count=jax.process_count(),
@@ -490,10 +497,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
 
 def _host_view_specs(config, method) -> list[dict]:
-  """Crop settings of the image views; empty for methods that bring their own host transform."""
-  if hasattr(method, "host_transform"):
+  """Crop settings of the image views; empty for methods that declare other `host_inputs`."""
+  if getattr(method, "host_inputs", None) is not None:
     return []
   return pipeline.host_view_specs(config.augment.views)
+
+
+def make_host_transform(method, source):
+  """The grain transform of the inputs a method declares (`jaxssl.inputs`); None for image crops."""
+  request = getattr(method, "host_inputs", None)
+  if request is None:
+    return None
+  if isinstance(request, inputs.ClipViews):
+    return video.clip_views_transform(request, source)
+  raise TypeError(f"{type(method).__name__}.host_inputs is a {type(request).__name__}, which the loop cannot build.")
+
+
+def eval_array_loader(config, method) -> Callable:
+  """`load(source, max_examples) -> {input key: uint8 array, 'label': ...}` for what the method
+  embeds at evaluation: centred narrow clips for `ClipViews`, else resized images."""
+  request = getattr(method, "host_inputs", None)
+  if isinstance(request, inputs.ClipViews):
+    return lambda source, max_examples: video.load_clip_eval_arrays(source, request.narrow, max_examples)
+  return lambda source, max_examples: pipeline.load_eval_arrays(source, config.data.image_size, max_examples)
 
 
 def _make_evaluator(config, method, mesh, train_source) -> Evaluator | None:
@@ -501,10 +527,7 @@ def _make_evaluator(config, method, mesh, train_source) -> Evaluator | None:
     logging.warning("The training data has no labels; kNN and linear-probe evaluation are skipped.")
     return None
   eval_source = sources.make_source(config.data, config.data.eval_split)
-  if hasattr(method, "load_eval_arrays"):  # e.g. clips of a video method's narrow view
-    load = method.load_eval_arrays
-  else:
-    load = lambda source, max_examples: pipeline.load_eval_arrays(source, config.data.image_size, max_examples)
+  load = eval_array_loader(config, method)
   train_arrays = load(train_source, config.eval.max_train_examples)
   test_arrays = load(eval_source, config.eval.max_test_examples)
   return Evaluator(config, method, mesh, train_arrays, test_arrays)

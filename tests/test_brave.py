@@ -7,7 +7,8 @@ import pytest
 
 from configs import brave as brave_config
 from jaxssl import losses, methods, optim, parallel, train
-from jaxssl.data import augment, builtin_av, video
+from jaxssl.data import builtin_av, video
+from jaxssl.transforms import augment
 from tests import helpers  # noqa: F401  (puts the repository root on sys.path)
 
 
@@ -61,7 +62,7 @@ def setup():
   method = methods.make_method(config, num_classes=builtin_av.NUM_CLASSES)
   labels = np.arange(config.batch_size) % builtin_av.NUM_CLASSES
   rendered = builtin_av.render(labels, np.random.default_rng(0))
-  transform = method.host_transform(builtin_av.MovingShapesSource.__new__(builtin_av.MovingShapesSource))
+  transform = train.make_host_transform(method, builtin_av.MovingShapesSource.__new__(builtin_av.MovingShapesSource))
   records = [
       transform.random_map({"video": v, "audio": a.astype(np.float32) / 32767, "label": np.int32(l)}, np.random.default_rng(i))
       for i, (v, a, l) in enumerate(zip(rendered["video"], rendered["audio"], labels))
@@ -158,12 +159,12 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
 
 
 def test_eval_clips_are_centred_narrow_views(setup):
-  _, method, _, _, _ = setup
+  config, method, _, _, _ = setup
   source = builtin_av.MovingShapesSource.__new__(builtin_av.MovingShapesSource)
   source.labels = np.arange(3, dtype=np.int32)
   source.videos = builtin_av.render(source.labels, np.random.default_rng(0))["video"]
   source.audio = np.zeros((3, 10), np.int16)
-  arrays = method.load_eval_arrays(source, None)
+  arrays = train.eval_array_loader(config, method)(source, None)
   assert arrays["clip"].shape == (3, 4, 16, 16, 3)
   start = (builtin_av.NUM_FRAMES - 4) // 2
   expected = video.center_view(source.videos[0][start : start + 4], 16)

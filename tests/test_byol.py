@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxssl import losses, methods, optim, parallel, train
-from jaxssl.data import augment, pipeline, sources
+from jaxssl.data import pipeline, sources
+from jaxssl.transforms import augment
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import view_images
 from tests import helpers

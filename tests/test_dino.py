@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from jaxssl import losses, methods, optim, train
-from jaxssl.data import augment, pipeline, sources, views
+from jaxssl.data import pipeline, sources, views
+from jaxssl.transforms import augment
 from jaxssl.methods import dino
 from tests import helpers  # also puts the repository root on sys.path for `configs`
 from tests.test_byol import _compare_one_step

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxssl import methods, optim, train
+from jaxssl.data import sources
 from jaxssl.errors import UserError
 from tests import helpers  # also puts the repository root on sys.path for `configs`
 from tests.test_moco import IDENTITY, _batch, compare_one_step_float64
@@ -46,11 +47,15 @@ def test_presets_follow_the_paper():
     npid_config.get_config("fast")
 
 
-def test_bank_size_defaults_to_the_training_set():
-  method = methods.make_method(tiny_config(**{"npid.bank_size": 0}))
-  assert method.bank_size == 1437  # the built-in digits' training split
-  subset = methods.make_method(tiny_config(**{"npid.bank_size": 0, "data.train_examples": 300}))
-  assert subset.bank_size == 300  # one entry per record trained on
+def test_bank_size_defaults_to_the_records_trained_on():
+  # The loop passes len(restrict_to_train_examples(source)): 1437 built-in digits, or 300.
+  assert methods.make_method(tiny_config(**{"npid.bank_size": 0}), num_train_examples=1437).bank_size == 1437
+  config = tiny_config(**{"npid.bank_size": 0, "data.train_examples": 300})
+  source = sources.restrict_to_train_examples(sources.make_source(config.data, "train"), config.data)
+  assert methods.make_method(config, num_train_examples=len(source)).bank_size == 300
+  assert methods.make_method(tiny_config(**{"npid.bank_size": 64}), num_train_examples=1437).bank_size == 64
+  with pytest.raises(UserError, match="set its bank_size"):
+    methods.make_method(tiny_config(**{"npid.bank_size": 0}))
 
 
 def test_bank_starts_normalised_and_normaliser_unset(setup):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from jaxssl import methods, optim, parallel, train
-from jaxssl.data import augment, pipeline, sources
+from jaxssl.data import pipeline, sources
+from jaxssl.transforms import augment
 from tests import helpers  # also puts the repository root on sys.path for `configs`
 
 

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxssl import methods, models, optim, parallel, train
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 from jaxssl.models import functional, vit
 from tests import helpers  # also puts the repository root on sys.path for `configs`
 

@@ -9,7 +9,8 @@ import pytest
 from scipy import special
 
 from jaxssl import losses, methods, optim, train
-from jaxssl.data import augment, pipeline, sources, views
+from jaxssl.data import pipeline, sources, views
+from jaxssl.transforms import augment
 from tests import helpers
 from tests.test_byol import _compare_one_step
 

@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image
 
 from jaxssl.data import views as views_lib
+from jaxssl.inputs import ClipViews, ClipViewSpec
 from jaxssl.data.sources import DataError, _get, evenly_spaced_indices
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm')
-MODALITIES = ('rgb', 'motion', 'flow', 'audio')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,45 +83,6 @@ def crop_audio(audio: np.ndarray, first: int, length: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Host-side clip views.
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipViewSpec:
-  """One view of a video: which frames, at which size, of which modality.
-
-  Attributes:
-    modality: 'rgb' (frames), 'motion' (frames; differenced on device), 'flow' (the record's
-      precomputed optical flow) or 'audio' (the waveform of the clip's time window).
-    num_frames: frames in the clip (for audio: the clip whose time window is heard).
-    stride: take every `stride`-th frame.
-    size: output height and width in pixels (ignored for audio).
-    crop_scale: area range of the random crop, the same box for every frame (scale jitter).
-    flip_prob: probability of flipping the whole clip horizontally.
-  """
-
-  modality: str = 'rgb'
-  num_frames: int = 16
-  stride: int = 1
-  size: int = 32
-  crop_scale: tuple[float, float] = (0.3, 1.0)
-  flip_prob: float = 0.5
-
-  def __post_init__(self):
-    if self.modality not in MODALITIES:
-      raise ValueError(f"Clip view modality '{self.modality}' is not known; choose one of {MODALITIES}.")
-    if self.num_frames < 1 or self.stride < 1:
-      raise ValueError(f'A clip view needs num_frames >= 1 and stride >= 1, got {self.num_frames} and {self.stride}.')
-
-
-def spec_from_config(cfg: Any) -> ClipViewSpec:
-  return ClipViewSpec(
-      modality=cfg.modality,
-      num_frames=int(cfg.num_frames),
-      stride=int(cfg.stride),
-      size=int(cfg.size),
-      crop_scale=tuple(cfg.crop_scale),
-      flip_prob=float(cfg.flip_prob),
-  )
 
 
 def _resize_frames(frames: np.ndarray, size: int, box: tuple[float, float, float, float], flip: bool) -> np.ndarray:
@@ -199,6 +160,17 @@ class ClipViewsTransform(grain.transforms.RandomMap):
       out[f'broad{k}'] = make_clip_view(record, spec, broad_start, self.fps, self.sample_rate, rng)
     out['label'] = np.int32(record['label'])
     return out
+
+
+def clip_views_transform(request: ClipViews, source: Any) -> ClipViewsTransform:
+  """The grain transform making the views a method declared (`jaxssl.inputs.ClipViews`)."""
+  rate = int(getattr(source, 'audio_sample_rate', 0) or 0)
+  if request.audio_sample_rate and rate != request.audio_sample_rate:
+    raise DataError(
+        f'The audio of this dataset is sampled at {rate} Hz but config.audio.sample_rate is '
+        f'{request.audio_sample_rate}; set config.audio.sample_rate={rate} (or remove the audio view).'
+    )
+  return ClipViewsTransform(request.narrow, request.broad, source.fps, rate, request.synced_starts)
 
 
 def load_clip_eval_arrays(source: Any, spec: ClipViewSpec, max_examples: int | None = None) -> dict[str, np.ndarray]:

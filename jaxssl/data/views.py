@@ -2,7 +2,7 @@
 
 Geometric augmentations (random resized crop and horizontal flip) change image
 shapes, so they run on the host, per record; photometric augmentations run
-batched on device (`jaxssl.data.augment`).
+batched on device (`jaxssl.transforms.augment`).
 
 All randomness comes from the `np.random.Generator` that grain hands to a
 `RandomMap` transform. grain derives that generator from the pipeline seed and

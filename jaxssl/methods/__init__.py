@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import ml_collections
 
@@ -24,9 +25,16 @@ REGISTRY = {
 }
 
 
-def make_method(config: ml_collections.ConfigDict, num_classes: int = 0) -> Method:
-  """The method named by `config.method`; `num_classes` > 0 adds an online linear probe."""
+def make_method(config: ml_collections.ConfigDict, num_classes: int = 0, num_train_examples: int = 0) -> Method:
+  """The method named by `config.method`; `num_classes` > 0 adds an online linear probe.
+
+  `num_train_examples` (records trained on) reaches the methods that size state by the dataset
+  (a memory bank), so no method reads the data itself.
+  """
   if config.method not in REGISTRY:
     raise ValueError(f"config.method '{config.method}' is not known; choose one of {sorted(REGISTRY)}.")
   module_name, class_name = REGISTRY[config.method].split(":")
-  return getattr(importlib.import_module(module_name), class_name)(config, num_classes)
+  cls = getattr(importlib.import_module(module_name), class_name)
+  if "num_train_examples" in inspect.signature(cls).parameters:
+    return cls(config, num_classes, num_train_examples=num_train_examples)
+  return cls(config, num_classes)

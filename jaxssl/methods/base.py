@@ -71,6 +71,8 @@ class Method(Protocol):
 
   # Optional: `project_params(params) -> params`, applied right after each optimizer step, for
   # parameters constrained to a set (SwAV's prototypes stay unit vectors).
-  # Optional: `extra_shardings(mesh, abstract_extra)`, see `jaxssl.train.state_shardings`.
+  # Optional: `row_sharded_extra`, paths of `extra` leaves split over devices along their first
+  # axis (a queue, a memory bank); absent paths are skipped, the rest of `extra` is replicated.
+  # Optional: a `num_train_examples` constructor argument, for state sized by the dataset.
   # Optional: `players: dict[str, Player]` for adversarial methods (see `Player`); `loss` then
   # also returns each player's objective in aux['objectives'].

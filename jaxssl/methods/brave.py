@@ -18,8 +18,8 @@ import jax
 import ml_collections
 from flax import nnx
 
-from jaxssl import losses, models
-from jaxssl.data import audio, augment, clip_augment, video
+from jaxssl import inputs, losses, models
+from jaxssl.transforms import audio, augment, clip_ops
 from jaxssl.errors import UserError
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss
@@ -58,13 +58,16 @@ class BraVe:
     self.config = config
     self.num_classes = num_classes
     cfg = config.brave
-    self.narrow_view = video.spec_from_config(cfg.narrow)
+    self.narrow_view = inputs.clip_view_spec(cfg.narrow)
     if self.narrow_view.modality not in _NARROW_MODALITIES:
       raise UserError(
           f"config.brave.narrow.modality is '{self.narrow_view.modality}', but the narrow view is seen as frames; "
           f"use one of {_NARROW_MODALITIES}."
       )
-    self.broad_views = tuple(video.spec_from_config(v) for v in cfg.broad_views)
+    self.broad_views = tuple(inputs.clip_view_spec(v) for v in cfg.broad_views)
+    has_audio = any(v.modality == "audio" for v in self.broad_views)
+    # What the loop feeds this method: the views per record, and centred narrow clips to evaluate.
+    self.host_inputs = inputs.ClipViews(self.narrow_view, self.broad_views, cfg.synced_starts, config.audio.sample_rate if has_audio else 0)
     if not self.broad_views:
       raise UserError("config.brave.broad_views is empty; BraVe needs at least one broad view (e.g. modality 'motion' or 'audio').")
     # Per-clip photometric augmentation of every visual view; audio views use SpecAugment.
@@ -105,21 +108,6 @@ class BraVe:
     probe = nnx.Linear(dims[0], max(self.num_classes, 1), rngs=rngs)
     return narrow, tuple(broad), projector, predictor, probe
 
-  # --- data hooks used by train.py ----------------------------------------------------------
-
-  def host_transform(self, source) -> video.ClipViewsTransform:
-    """The per-record host transform making the narrow and broad views."""
-    rate = int(getattr(source, "audio_sample_rate", 0) or 0)
-    if any(v.modality == "audio" for v in self.broad_views) and rate != self.config.audio.sample_rate:
-      raise UserError(
-          f"The audio of {self.config.data.name} is sampled at {rate} Hz but config.audio.sample_rate is "
-          f"{self.config.audio.sample_rate}; set config.audio.sample_rate={rate} (or remove the audio view)."
-      )
-    return video.ClipViewsTransform(self.narrow_view, self.broad_views, source.fps, rate, self.config.brave.synced_starts)
-
-  def load_eval_arrays(self, source, max_examples):
-    return video.load_clip_eval_arrays(source, self.narrow_view, max_examples)
-
   # --- the method ----------------------------------------------------------------------------
 
   def init(self, rng: jax.Array) -> tuple[dict, dict]:
@@ -135,16 +123,16 @@ class BraVe:
       params["probe"] = split(probe)[0]
     return params, {"batch_stats": stats}
 
-  def broad_inputs(self, rng: jax.Array, view: video.ClipViewSpec, spec: augment.AugmentSpec, data: jax.Array) -> jax.Array:
+  def broad_inputs(self, rng: jax.Array, view: inputs.ClipViewSpec, spec: augment.AugmentSpec, data: jax.Array) -> jax.Array:
     """The backbone input of one broad view from its host data, per modality."""
     if view.modality == "audio":
       spectrograms = audio.log_mel_spectrogram(data, self.spectrogram)
       a = self.config.audio
       return audio.spec_augment(rng, spectrograms, a.time_masks, a.time_mask_width, a.freq_masks, a.freq_mask_width)
     if view.modality == "flow":
-      return clip_augment.standardize_flow(data)
-    clips = augment.normalize(clip_augment.augment_clips(rng, data, spec))
-    return clip_augment.frame_differences(clips) if view.modality == "motion" else clips
+      return clip_ops.standardize_flow(data)
+    clips = augment.normalize(clip_ops.augment_clips(rng, data, spec))
+    return clip_ops.frame_differences(clips) if view.modality == "motion" else clips
 
   def _heads(self, params, stats, features):
     """Shared projector and predictor; BN statistics are threaded through every call."""
@@ -156,13 +144,13 @@ class BraVe:
     del step
     stats = dict(extra["batch_stats"])
     keys = jax.random.split(rng, 1 + len(self.broad_views))
-    narrow_clips = augment.normalize(clip_augment.augment_clips(keys[0], batch["narrow"], self.narrow_augment))
+    narrow_clips = augment.normalize(clip_ops.augment_clips(keys[0], batch["narrow"], self.narrow_augment))
     narrow_features, stats["backbone"] = self.backbone(params["backbone"], stats["backbone"], self.narrow_input(narrow_clips), train=True)
     narrow = self._heads(params, stats, narrow_features)
     broad, broad_stats = [], []
     for k, (view, spec, backbone) in enumerate(zip(self.broad_views, self.broad_augments, self.broad_backbones)):
-      inputs = self.broad_inputs(keys[1 + k], view, spec, batch[f"broad{k}"])
-      features, new_stats = backbone(params["broad"][k], stats["broad"][k], inputs, train=True)
+      view_input = self.broad_inputs(keys[1 + k], view, spec, batch[f"broad{k}"])
+      features, new_stats = backbone(params["broad"][k], stats["broad"][k], view_input, train=True)
       broad_stats.append(new_stats)
       broad.append(self._heads(params, stats, features))
     stats["broad"] = broad_stats
@@ -181,7 +169,7 @@ class BraVe:
 
   def narrow_input(self, clips):
     """The narrow backbone's input from normalised RGB clips: the clips, or their frame differences."""
-    return clip_augment.frame_differences(clips) if self.narrow_view.modality == "motion" else clips
+    return clip_ops.frame_differences(clips) if self.narrow_view.modality == "motion" else clips
 
   def embed(self, params, extra, clips, *, train: bool = False):
     """Narrow-backbone features of normalised RGB clips [B, T, H, W, 3]."""

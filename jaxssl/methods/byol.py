@@ -24,7 +24,7 @@ import ml_collections
 from flax import nnx
 
 from jaxssl import losses, models, schedules
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
 from jaxssl.models import functional

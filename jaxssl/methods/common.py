@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 
 
 def view_images(rng: jax.Array, views: tuple[jax.Array, ...], specs: tuple[augment.AugmentSpec, ...]) -> list[jax.Array]:

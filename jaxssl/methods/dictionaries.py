@@ -18,12 +18,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxssl import losses
-from jaxssl.data import sources
 from jaxssl.errors import UserError
-from jaxssl.parallel import DATA_AXIS
 
 
 def momentum_update(target: Any, online: Any, momentum: jax.Array | float) -> Any:
@@ -71,12 +68,14 @@ def enqueue(queue: dict, keys: jax.Array) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def memory_bank_size(data_config, configured: int) -> int:
-  """`configured` rows if set, else one per record trained on (`config.data.train_examples`)."""
+def memory_bank_size(configured: int, num_train_examples: int) -> int:
+  """`configured` rows if set, else one per record trained on (the loop counts them, after
+  `config.data.train_examples`)."""
   if configured:
     return int(configured)
-  source = sources.make_source(data_config, data_config.train_split)
-  return len(sources.restrict_to_train_examples(source, data_config))
+  if not num_train_examples:
+    raise UserError("A memory bank of one entry per training record needs the number of records; set its bank_size in the config.")
+  return int(num_train_examples)
 
 
 def init_memory_bank(rng: jax.Array, num_examples: int, dim: int) -> jax.Array:
@@ -107,25 +106,14 @@ def check_indices(batch: dict, method: str) -> jax.Array:
   if "index" not in batch:
     raise UserError(
         f"{method} needs each example's dataset index, but the batch has only the keys "
-        f"{sorted(batch)}; feed batches from jaxssl.data.pipeline.make_train_iterator, which adds 'index'."
+        f"{sorted(batch)}; the training loop's grain pipeline adds 'index' to every batch."
     )
   return batch["index"]
 
 
 # ----------------------------------------------------------------------------------------------
-# Sharding and per-sub-batch BatchNorm.
+# Per-sub-batch BatchNorm.
 # ----------------------------------------------------------------------------------------------
-
-
-def rows_sharded(mesh: jax.sharding.Mesh, abstract: Any) -> NamedSharding:
-  """Splits a [rows, ...] array's rows over the data axis when they divide evenly, else replicates.
-
-  A queue always divides (K % B == 0 and B % devices == 0); a memory bank whose size is not a
-  multiple of the device count stays replicated, which costs memory but not correctness.
-  """
-  if abstract.ndim and abstract.shape[0] % mesh.shape[DATA_AXIS] == 0:
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-  return NamedSharding(mesh, PartitionSpec())
 
 
 def check_groups(batch_size: int, num_groups: int) -> None:

@@ -22,7 +22,7 @@ import ml_collections
 from flax import nnx
 
 from jaxssl import losses, models, schedules
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 from jaxssl.methods import multicrop
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import linear_probe_loss

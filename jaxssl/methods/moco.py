@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxssl import losses, models, parallel
-from jaxssl.data import augment
+from jaxssl import losses, models
+from jaxssl.transforms import augment
 from jaxssl.methods import dictionaries
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
@@ -67,7 +67,7 @@ class ProjectionHead(nnx.Module):
 class MoCo:
   """MoCo (and its end-to-end / memory-bank baselines) as pure functions."""
 
-  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
+  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0, num_train_examples: int = 0):
     self.config = config
     self.num_classes = num_classes
     cfg = config.moco
@@ -77,7 +77,7 @@ class MoCo:
       dictionaries.check_queue_size(cfg.queue_size, config.batch_size)
     self.num_groups = cfg.bn_groups if cfg.shuffle_bn else 1
     dictionaries.check_groups(config.batch_size, self.num_groups)
-    self.bank_size = dictionaries.memory_bank_size(config.data, cfg.bank_size) if cfg.dictionary == "memory_bank" else 0
+    self.bank_size = dictionaries.memory_bank_size(cfg.bank_size, num_train_examples) if cfg.dictionary == "memory_bank" else 0
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.head, self.probe = (functional.split_module(m)[0] for m in abstract)
@@ -111,14 +111,8 @@ class MoCo:
       extra["memory_bank"] = dictionaries.init_memory_bank(dictionary_rng, self.bank_size, dim)
     return params, extra
 
-  def extra_shardings(self, mesh, abstract_extra: dict) -> dict:
-    """The queue and the memory bank are split over devices by rows; the rest is replicated."""
-    shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_extra)
-    if "queue" in abstract_extra:
-      shardings["queue"]["keys"] = dictionaries.rows_sharded(mesh, abstract_extra["queue"]["keys"])
-    if "memory_bank" in abstract_extra:
-      shardings["memory_bank"] = dictionaries.rows_sharded(mesh, abstract_extra["memory_bank"])
-    return shardings
+  # The queue and the memory bank (whichever the dictionary has) are split over devices by rows.
+  row_sharded_extra = (("queue", "keys"), ("memory_bank",))
 
   # -- encoders --------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 from jaxssl.methods.common import view_images
 
 

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxssl import losses, models, parallel
-from jaxssl.data import augment
+from jaxssl import losses, models
+from jaxssl.transforms import augment
 from jaxssl.methods import dictionaries
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
@@ -40,12 +40,12 @@ def estimate_log_normalizer(similarities: jax.Array, temperature: float, num_exa
 class NPID:
   """NPID as pure functions; see the module docstring for the equations."""
 
-  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
+  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0, num_train_examples: int = 0):
     self.config = config
     self.num_classes = num_classes
     if config.npid.loss not in LOSSES:
       raise ValueError(f"config.npid.loss '{config.npid.loss}' is not known; choose one of {LOSSES}.")
-    self.bank_size = dictionaries.memory_bank_size(config.data, config.npid.bank_size)
+    self.bank_size = dictionaries.memory_bank_size(config.npid.bank_size, num_train_examples)
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.head, self.probe = (functional.split_module(m)[0] for m in abstract)
@@ -77,11 +77,8 @@ class NPID:
     }
     return params, extra
 
-  def extra_shardings(self, mesh, abstract_extra: dict) -> dict:
-    """The memory bank is split over devices by rows; the rest is replicated."""
-    shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_extra)
-    shardings["memory_bank"] = dictionaries.rows_sharded(mesh, abstract_extra["memory_bank"])
-    return shardings
+  # The memory bank is split over devices by rows; the rest of `extra` is replicated.
+  row_sharded_extra = (("memory_bank",),)
 
   def loss(self, params, extra, batch, rng, step):
     del step

@@ -19,7 +19,7 @@ import ml_collections
 from flax import nnx
 
 from jaxssl import models
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 from jaxssl.methods import multicrop
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images

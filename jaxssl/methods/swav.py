@@ -20,7 +20,7 @@ import ml_collections
 from flax import nnx
 
 from jaxssl import losses, models
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 from jaxssl.methods import multicrop
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss

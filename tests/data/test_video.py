@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxssl.data import audio, augment, builtin_av, clip_augment, video
+from jaxssl.data import builtin_av, video
+from jaxssl.transforms import audio, augment, clip_ops
 from jaxssl.data.sources import DataError
 
 
@@ -85,7 +86,7 @@ def test_on_device_augmentation_is_per_clip():
   frame = rng.integers(0, 256, (4, 1, 8, 8, 3), dtype=np.uint8)
   clips = np.repeat(frame, 3, axis=1)  # every frame of a clip identical
   spec = augment.AugmentSpec(jitter_prob=1.0, grayscale_prob=0.5, blur_prob=0.5, hue=0.3)
-  out = np.asarray(clip_augment.augment_clips(jax.random.key(0), clips, spec))
+  out = np.asarray(clip_ops.augment_clips(jax.random.key(0), clips, spec))
   for t in range(1, 3):
     np.testing.assert_allclose(out[:, t], out[:, 0], atol=1e-6)  # same decisions for every frame
   assert np.abs(out[:, 0] - clips[:, 0] / 255.0).max() > 0.05  # and something did change

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 
 
 @functools.partial(jax.jit, static_argnames="spec")

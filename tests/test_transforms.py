@@ -1,4 +1,4 @@
-"""Tests for the on-device image augmentations in jaxssl.data.augment."""
+"""Tests for the on-device image augmentations in jaxssl.transforms.augment."""
 
 import dataclasses
 import functools
@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxssl.data import augment
+from jaxssl.transforms import augment
 
 RED = (1.0, 0.0, 0.0)
 GREEN = (0.0, 1.0, 0.0)
