@@ -31,7 +31,7 @@ def main(argv) -> None:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "jaxssl", "jax"))
   from jaxssl import parallel, train
-  from jaxssl.data.sources import DataError
+  from jaxssl.data.base import DataError
   from jaxssl.errors import UserError
 
   parallel.maybe_initialize_distributed()

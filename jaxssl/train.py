@@ -21,12 +21,14 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxssl import checkpoint, environment, inputs, methods, optim, parallel
+from jaxssl import checkpoint, environment, inputs, logs, methods, optim, parallel
 from jaxssl.data import pipeline, sources, video
 from jaxssl.transforms import augment
 from jaxssl.data import views as views_lib
+from jaxssl.data.base import DataSpec
 from jaxssl.errors import UserError
-from jaxssl.evaluation import knn, linear, monitors, plots
+from jaxssl.evaluation import evaluator as evaluator_lib
+from jaxssl.evaluation import monitors, plots
 from jaxssl.methods.base import TrainState
 
 
@@ -123,172 +125,6 @@ def jit_train_step(train_step: Callable, mesh: jax.sharding.Mesh, shardings: Tra
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation: features of in-memory arrays, kNN and linear probes.
-# ----------------------------------------------------------------------------------------------
-
-
-class FeatureExtractor:
-  """Backbone features of uint8 image (or clip) arrays, computed in fixed-size sharded chunks."""
-
-  def __init__(self, method, mesh: jax.sharding.Mesh, chunk_size: int):
-    devices = mesh.devices.size
-    self.chunk_size = max(devices, chunk_size // devices * devices)
-    self._mesh = mesh
-    sharded = parallel.batch_sharded(mesh)
-    replicated = parallel.replicated(mesh)
-
-    def embed(params, extra, images, train):
-      return method.embed(params, extra, augment.normalize(images), train=train)
-
-    self._embed = jax.jit(
-        embed,
-        static_argnums=3,
-        in_shardings=(replicated, replicated, sharded),
-        out_shardings=sharded,
-    )
-
-  def __call__(self, params, extra, images: np.ndarray, *, batch_norm_statistics: bool = False) -> np.ndarray:
-    """Features [N, D]. With `batch_norm_statistics`, BN normalises each chunk by its own
-    statistics (used for the random-init baseline, whose running averages are meaningless)."""
-    outputs = []
-    for start in range(0, len(images), self.chunk_size):
-      chunk = images[start : start + self.chunk_size]
-      valid = len(chunk)
-      if valid < self.chunk_size:  # pad so the function compiles once
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.chunk_size - valid, axis=0)])
-      features = self._embed(params, extra, chunk, batch_norm_statistics)
-      outputs.append(np.asarray(jax.device_get(features))[:valid])
-    return np.concatenate(outputs)
-
-
-def pixel_features(images: np.ndarray, mean: np.ndarray) -> np.ndarray:
-  """Raw pixels in [0, 1], centred by the training mean so cosine similarity is meaningful."""
-  return images.reshape(len(images), -1).astype(np.float32) / 255.0 - mean
-
-
-class Evaluator:
-  """kNN / linear-probe evaluation of the backbone on held-out labelled data."""
-
-  def __init__(self, config: ml_collections.ConfigDict, method, mesh, train_arrays: dict, test_arrays: dict):
-    self.config = config.eval
-    self.input_key = getattr(method, "eval_input_key", "image")  # 'clip' for video methods
-    self.train = train_arrays
-    self.test = test_arrays
-    self.num_classes = int(max(train_arrays["label"].max(), test_arrays["label"].max()) + 1)
-    self.extract = FeatureExtractor(method, mesh, config.eval.batch_size)
-
-  def _knn(self, train_features, test_features, train_labels=None) -> float:
-    return knn.knn_top1(
-        train_features,
-        self.train["label"] if train_labels is None else train_labels,
-        test_features,
-        self.test["label"],
-        k=self.config.knn_k,
-        temperature=self.config.knn_temperature,
-        num_classes=self.num_classes,
-    )
-
-  def features(self, params, extra, *, batch_norm_statistics: bool = False):
-    kwargs = dict(batch_norm_statistics=batch_norm_statistics)
-    return (
-        self.extract(params, extra, self.train[self.input_key], **kwargs),
-        self.extract(params, extra, self.test[self.input_key], **kwargs),
-    )
-
-  def knn_top1(self, params, extra, max_train_examples: int | None = None, **kwargs) -> float:
-    """kNN top-1 (%); `max_train_examples` evaluates against an evenly spaced subset (faster)."""
-    train_images, train_labels = self.train[self.input_key], self.train["label"]
-    if max_train_examples and max_train_examples < len(train_images):
-      index = np.linspace(0, len(train_images) - 1, max_train_examples).round().astype(int)
-      train_images, train_labels = train_images[index], train_labels[index]
-    train_features = self.extract(params, extra, train_images, **kwargs)
-    test_features = self.extract(params, extra, self.test[self.input_key], **kwargs)
-    return self._knn(train_features, test_features, train_labels)
-
-  def full(self, params, extra, random_params, random_extra) -> dict[str, float]:
-    """Every number of eval/summary.json: trained, random-init and raw-pixel baselines."""
-    results = {}
-    train_features, test_features = self.features(params, extra)
-    results["knn_top1"] = self._knn(train_features, test_features)
-    results["linear_top1"] = linear.linear_probe_top1(train_features, self.train["label"], test_features, self.test["label"])
-    random_train, random_test = self.features(random_params, random_extra, batch_norm_statistics=True)
-    results["knn_top1_random_init"] = self._knn(random_train, random_test)
-    results["linear_top1_random_init"] = linear.linear_probe_top1(random_train, self.train["label"], random_test, self.test["label"])
-    mean = self.train[self.input_key].reshape(len(self.train[self.input_key]), -1).mean(0) / 255.0
-    results["knn_top1_pixels"] = self._knn(pixel_features(self.train[self.input_key], mean), pixel_features(self.test[self.input_key], mean))
-    return results
-
-
-# ----------------------------------------------------------------------------------------------
-# Logging.
-# ----------------------------------------------------------------------------------------------
-
-
-class MetricLog:
-  """Writes one JSON line per step to metrics.jsonl, and interval means to clu writers."""
-
-  def __init__(self, workdir: str, resume_step: int):
-    from clu import metric_writers  # imports TensorFlow; kept out of module import time
-
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.records = self._read_until(resume_step)
-    self._is_writer = jax.process_index() == 0
-    if self._is_writer:
-      # Lines past the checkpoint we resume from are re-done by this run; drop them.
-      with open(self.path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in self.records)
-    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self._is_writer, asynchronous=False)
-
-  def _read_until(self, step: int) -> list[dict]:
-    if not os.path.exists(self.path):
-      return []
-    with open(self.path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r.get("step", 0) <= step]
-
-  def write_steps(self, first_step: int, per_step: list[dict]) -> dict:
-    """Logs the metrics of consecutive steps; returns their mean."""
-    lines = [{"step": first_step + i, **{k: float(v) for k, v in m.items()}} for i, m in enumerate(per_step)]
-    self.records.extend(lines)
-    if self._is_writer:
-      with open(self.path, "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in lines)
-    mean = {k: float(np.mean([line[k] for line in lines])) for k in lines[0] if k != "step"}
-    self.writer.write_scalars(lines[-1]["step"], mean)
-    return mean
-
-  def close(self):
-    self.writer.flush()
-    self.writer.close()
-
-
-class Progress:
-  """Steps/s and ETA for the progress line."""
-
-  def __init__(self, first_step: int, total_steps: int):
-    self.total = total_steps
-    self.last_step, self.last_time = first_step, time.time()
-    self.start_step, self.start_time = first_step, self.last_time
-
-  def line(self, step: int, batch_size: int, mean: dict) -> str:
-    now = time.time()
-    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-    overall = (step - self.start_step) / max(now - self.start_time, 1e-9)
-    self.last_step, self.last_time = step, now
-    eta = (self.total - step) / max(overall, 1e-9)
-    shown = " ".join(f"{k}={v:.4g}" for k, v in mean.items() if k in ("loss", "probe_top1", "embedding_std", "learning_rate"))
-    return (
-        f"step {step}/{self.total} ({100 * step / self.total:.0f}%) {shown} | {rate:.2f} steps/s "
-        f"{rate * batch_size:.0f} img/s | ETA {_duration(eta)}"
-    )
-
-
-def _duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-# ----------------------------------------------------------------------------------------------
 # The run.
 # ----------------------------------------------------------------------------------------------
 
@@ -372,8 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   per_process_batch = parallel.check_batch_size(config.batch_size)
   is_chief = jax.process_index() == 0
 
-  whole_train_split = sources.make_source(config.data, config.data.train_split)
-  train_source = sources.restrict_to_train_examples(whole_train_split, config.data)
+  data_spec = DataSpec.from_config(config.data)  # config.data parsed once, defaults resolved
+  whole_train_split = sources.make_source(data_spec, data_spec.train_split)
+  train_source = sources.restrict_to_train_examples(whole_train_split, data_spec.train_examples)
   method = methods.make_method(config, _num_classes(config, whole_train_split), num_train_examples=len(train_source))
   tx = optim.with_players(optim.make_optimizer(config), getattr(method, "players", {}))
   learning_rate = optim.learning_rate_schedule(config)
@@ -407,12 +244,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
   train_step = jit_train_step(make_train_step(method, tx, learning_rate), mesh, shardings)
   batch_sharding = parallel.batch_sharded(mesh)
-  log = MetricLog(workdir, first_step)
-  evaluator = _make_evaluator(config, method, mesh, whole_train_split)
-  knn_history = [r for r in _read_json(os.path.join(workdir, "eval", "knn_history.json"), []) if r["step"] <= first_step]
+  log = logs.MetricLog(workdir, first_step)
+  evaluator = evaluator_lib.make_evaluator(config, method, mesh, whole_train_split, data_spec)
+  knn_history = [r for r in logs.read_json(os.path.join(workdir, "eval", "knn_history.json"), []) if r["step"] <= first_step]
   projection_dim = int(config.model.get("projection_dim", 0) or 0)
 
-  progress = Progress(first_step, config.total_steps)
+  progress = logs.Progress(first_step, config.total_steps)
   pending: list[dict] = []
   view_grid = None
   step = first_step
@@ -465,7 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         knn_history.append({"step": step, "knn_top1": top1})
         log.writer.write_scalars(step, {"knn_top1": top1})
         if is_chief:
-          _write_json(os.path.join(workdir, "eval", "knn_history.json"), knn_history)
+          logs.write_json(os.path.join(workdir, "eval", "knn_history.json"), knn_history)
           print(f"step {step}: kNN top-1 {top1:.1f}%", flush=True)
       if step % config.checkpoint_every == 0 or step == config.total_steps:
         save(step)
@@ -480,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   ckpt.wait()
   train_seconds = time.time() - start_time
 
-  summary = {"method": config.method, "dataset": config.data.name, "steps": int(step)}
+  summary = {"method": config.method, "dataset": data_spec.name, "steps": int(step)}
   if evaluator:
     print("Evaluating: kNN and linear probe of the trained encoder, random init and raw pixels ...", flush=True)
     random_state = create(init_rng)
@@ -513,26 +350,6 @@ def make_host_transform(method, source):
   raise TypeError(f"{type(method).__name__}.host_inputs is a {type(request).__name__}, which the loop cannot build.")
 
 
-def eval_array_loader(config, method) -> Callable:
-  """`load(source, max_examples) -> {input key: uint8 array, 'label': ...}` for what the method
-  embeds at evaluation: centred narrow clips for `ClipViews`, else resized images."""
-  request = getattr(method, "host_inputs", None)
-  if isinstance(request, inputs.ClipViews):
-    return lambda source, max_examples: video.load_clip_eval_arrays(source, request.narrow, max_examples)
-  return lambda source, max_examples: pipeline.load_eval_arrays(source, config.data.image_size, max_examples)
-
-
-def _make_evaluator(config, method, mesh, train_source) -> Evaluator | None:
-  if not getattr(train_source, "has_labels", False):
-    logging.warning("The training data has no labels; kNN and linear-probe evaluation are skipped.")
-    return None
-  eval_source = sources.make_source(config.data, config.data.eval_split)
-  load = eval_array_loader(config, method)
-  train_arrays = load(train_source, config.eval.max_train_examples)
-  test_arrays = load(eval_source, config.eval.max_test_examples)
-  return Evaluator(config, method, mesh, train_arrays, test_arrays)
-
-
 def _view_grid(method, local_batch, rng, rows: int = 8):
   """(host crops, [augmented view 1, augmented view 2]) of a few examples, for the plot."""
   specs = getattr(method, "view_specs", None)
@@ -543,23 +360,10 @@ def _view_grid(method, local_batch, rng, rows: int = 8):
   return local_batch["view0"][:rows] / 255.0, views
 
 
-def _read_json(path: str, default):
-  if not os.path.exists(path):
-    return default
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_json(path: str, value) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(value, f, indent=2)
-
-
 def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method) -> None:
   eval_dir = os.path.join(workdir, "eval")
-  _write_json(os.path.join(eval_dir, "summary.json"), summary)
-  _write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
+  logs.write_json(os.path.join(eval_dir, "summary.json"), summary)
+  logs.write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
   baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
   written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
   # A method may export another copy of the backbone than the one it trains (DINO's teacher).

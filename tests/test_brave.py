@@ -8,6 +8,7 @@ import pytest
 from configs import brave as brave_config
 from jaxssl import losses, methods, optim, parallel, train
 from jaxssl.data import builtin_av, video
+from jaxssl.evaluation import evaluator
 from jaxssl.transforms import augment
 from tests import helpers  # noqa: F401  (puts the repository root on sys.path)
 
@@ -164,7 +165,7 @@ def test_eval_clips_are_centred_narrow_views(setup):
   source.labels = np.arange(3, dtype=np.int32)
   source.videos = builtin_av.render(source.labels, np.random.default_rng(0))["video"]
   source.audio = np.zeros((3, 10), np.int16)
-  arrays = train.eval_array_loader(config, method)(source, None)
+  arrays = evaluator.eval_array_loader(config.data.image_size, method)(source, None)
   assert arrays["clip"].shape == (3, 4, 16, 16, 3)
   start = (builtin_av.NUM_FRAMES - 4) // 2
   expected = video.center_view(source.videos[0][start : start + 4], 16)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from jaxssl import train
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 from jaxssl.errors import UserError
 from tests import helpers
 

@@ -51,7 +51,7 @@ def test_bank_size_defaults_to_the_records_trained_on():
   # The loop passes len(restrict_to_train_examples(source)): 1437 built-in digits, or 300.
   assert methods.make_method(tiny_config(**{"npid.bank_size": 0}), num_train_examples=1437).bank_size == 1437
   config = tiny_config(**{"npid.bank_size": 0, "data.train_examples": 300})
-  source = sources.restrict_to_train_examples(sources.make_source(config.data, "train"), config.data)
+  source = sources.restrict_to_train_examples(sources.make_source(config.data, "train"), config.data.train_examples)
   assert methods.make_method(config, num_train_examples=len(source)).bank_size == 300
   assert methods.make_method(tiny_config(**{"npid.bank_size": 64}), num_train_examples=1437).bank_size == 64
   with pytest.raises(UserError, match="set its bank_size"):

@@ -35,7 +35,7 @@ import functools
 
 import numpy as np
 
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 
 BUILTIN_DATASETS = ('patterns', 'digits', 'textured_digits')
 BUILTIN_SPLITS = ('train', 'test')

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 
 NUM_CLASSES = 8
 NUM_FRAMES = 24  # 2 s at 12 fps; one period of every path

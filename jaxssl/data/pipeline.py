@@ -27,7 +27,8 @@ import grain
 import numpy as np
 
 from jaxssl.data import views as views_lib
-from jaxssl.data.sources import ArraySource, DataError, evenly_spaced_indices
+from jaxssl.data.base import DataError, evenly_spaced_indices
+from jaxssl.data.sources import ArraySource
 
 _STATE_VERSION = 1
 

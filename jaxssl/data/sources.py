@@ -31,6 +31,8 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from jaxssl.data.base import DataError, DataSpec, evenly_spaced_indices
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 SOURCE_FORMS = (
@@ -40,10 +42,6 @@ SOURCE_FORMS = (
     'tfds:<dataset name>',
     'folder:<path to images>',
 )
-
-
-class DataError(ValueError):
-  """A user-fixable data problem; the message names the cause and the fix."""
 
 
 def _to_rgb_uint8(image: Any, what: str) -> np.ndarray:
@@ -332,14 +330,6 @@ class ImageFolderSource:
     )
 
 
-def evenly_spaced_indices(num_records: int, count: int) -> np.ndarray:
-  """`count` distinct indices spread evenly over [0, num_records), in increasing order.
-
-  Spread rather than the first `count`, so that a split stored sorted by class keeps every class.
-  """
-  return np.round(np.linspace(0, num_records - 1, int(count))).astype(np.int64)
-
-
 class SubsetSource:
   """The records of `source` at `indices`, renumbered 0..len-1; other attributes are the source's."""
 
@@ -366,13 +356,13 @@ class SubsetSource:
     return f'SubsetSource({len(self)} of {self._source!r})'
 
 
-def restrict_to_train_examples(source: Any, data_config: Any) -> Any:
-  """`source` cut to `config.data.train_examples` evenly spaced records (0 or unset: all).
+def restrict_to_train_examples(source: Any, count: int) -> Any:
+  """`source` cut to `count` evenly spaced records (`config.data.train_examples`; 0: all).
 
   Pretraining reads the subset; evaluation still uses the whole split for its kNN references,
   so the baselines are the same as without a subset.
   """
-  count = int(_get(data_config, 'train_examples', 0) or 0)
+  count = int(count or 0)
   if not count:
     return source
   if not 0 < count <= len(source):
@@ -384,32 +374,19 @@ def restrict_to_train_examples(source: Any, data_config: Any) -> Any:
   return SubsetSource(source, evenly_spaced_indices(len(source), count))
 
 
-def _get(config: Any, key: str, default: Any = None) -> Any:
-  """`config.get(key, default)` for ConfigDicts, dicts and plain objects."""
-  if hasattr(config, 'get'):
-    try:
-      return config.get(key, default)
-    except (KeyError, AttributeError):
-      return default
-  return getattr(config, key, default)
-
-
 def make_source(data_config: Any, split: str):
   """Returns the source for `data_config.name` and `split`.
 
   Args:
-    data_config: `config.data`, an ml_collections ConfigDict (or dict) with
-      `name` and optionally `data_dir`, `image_key`, `label_key`,
-      `image_size` (built-in data are rendered at this size), `seed` (random
-      rendering of built-in data, default 0) and `download` (let TFDS
-      download and prepare a missing dataset, default False).
+    data_config: a `DataSpec`, or `config.data` (parsed by `DataSpec.from_config`).
     split: the split to read, e.g. `config.data.train_split`.
   """
-  if _get(data_config, 'kind') == 'video':
+  spec = DataSpec.from_config(data_config)
+  if spec.kind == 'video':
     from jaxssl.data import video  # pylint: disable=g-import-not-at-top
 
-    return video.make_video_source(data_config, split)
-  name = _get(data_config, 'name')
+    return video.make_video_source(spec, split)
+  name = spec.name
   if not isinstance(name, str) or ':' not in name:
     raise DataError(
         f'config.data.name {name!r} is not a valid data source; use one of '
@@ -421,21 +398,15 @@ def make_source(data_config: Any, split: str):
   if kind == 'builtin':
     from jaxssl.data import builtin  # pylint: disable=g-import-not-at-top
 
-    arrays = builtin.load_builtin(
-        rest,
-        split,
-        image_size=_get(data_config, 'image_size', 32) or 32,
-        seed=_get(data_config, 'seed', 0) or 0,
-    )
-    return ArraySource(arrays)
+    return ArraySource(builtin.load_builtin(rest, split, image_size=spec.image_size, seed=spec.seed))
   if kind == 'tfds':
     return TfdsSource(
         rest,
         split,
-        data_dir=_get(data_config, 'data_dir'),
-        image_key=_get(data_config, 'image_key', 'image') or 'image',
-        label_key=_get(data_config, 'label_key', 'label'),
-        download=bool(_get(data_config, 'download', False)),
+        data_dir=spec.data_dir,
+        image_key=spec.image_key,
+        label_key=spec.label_key,
+        download=spec.download,
     )
   if kind == 'folder':
     root = os.path.expanduser(rest)

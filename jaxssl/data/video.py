@@ -23,7 +23,6 @@ class).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +33,7 @@ from PIL import Image
 
 from jaxssl.data import views as views_lib
 from jaxssl.inputs import ClipViews, ClipViewSpec
-from jaxssl.data.sources import DataError, _get, evenly_spaced_indices
+from jaxssl.data.base import DataError, DataSpec, evenly_spaced_indices
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm')
 
@@ -318,22 +317,22 @@ class VideoFolderSource:
 
 
 def make_video_source(data_config: Any, split: str):
-  """The video source for `config.data.name` and `split` (see the module docstring)."""
-  name = _get(data_config, 'name')
+  """The video source for `config.data.name` (a `DataSpec` or `config.data`) and `split`."""
+  spec = DataSpec.from_config(data_config)
+  name = spec.name
   kind, _, rest = str(name).partition(':')
   if kind == 'builtin':
     from jaxssl.data import builtin_av  # pylint: disable=g-import-not-at-top
 
-    return builtin_av.make_builtin_av(rest, split, seed=_get(data_config, 'seed', 0) or 0)
+    return builtin_av.make_builtin_av(rest, split, seed=spec.seed)
   if kind == 'tfds':
     return TfdsVideoSource(
-        rest, split, data_dir=_get(data_config, 'data_dir'), video_key=_get(data_config, 'video_key', 'video') or 'video',
-        label_key=_get(data_config, 'label_key', 'label'), audio_key=_get(data_config, 'audio_key', 'audio') or 'audio',
-        flow_key=_get(data_config, 'flow_key', 'flow') or 'flow', fps=_get(data_config, 'fps', 25.0) or 25.0,
-        audio_sample_rate=_get(data_config, 'audio_sample_rate', 0) or 0, download=bool(_get(data_config, 'download', False)))
+        rest, split, data_dir=spec.data_dir, video_key=spec.video_key, label_key=spec.label_key,
+        audio_key=spec.audio_key, flow_key=spec.flow_key, fps=spec.fps,
+        audio_sample_rate=spec.audio_sample_rate or 0, download=spec.download)
   if kind == 'folder':
     root = os.path.expanduser(rest)
     if split and os.path.isdir(os.path.join(root, split)):
       root = os.path.join(root, split)
-    return VideoFolderSource(root, audio_sample_rate=_get(data_config, 'audio_sample_rate', 16000) or 0)
+    return VideoFolderSource(root, audio_sample_rate=16000 if spec.audio_sample_rate is None else spec.audio_sample_rate)
   raise DataError(f"config.data.name {name!r} is not a video source; use 'builtin:moving_shapes', 'tfds:<name>' (e.g. tfds:ucf101) or 'folder:<path to videos>'.")

@@ -16,7 +16,6 @@ projections (`losses.direct_predictor`), the setting their paper studies BYOL in
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,7 @@ import pytest
 
 from jaxssl.data import builtin
 from jaxssl.data import patterns
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 
 _DIGIT_SETS = ('digits', 'textured_digits')
 

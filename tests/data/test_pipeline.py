@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxssl.data import pipeline, sources, views
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 
 # Views.
 

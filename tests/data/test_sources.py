@@ -6,7 +6,7 @@ from PIL import Image
 import pytest
 
 from jaxssl.data import sources
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 
 
 def _data_config(**overrides):
@@ -52,15 +52,15 @@ def test_array_source_greyscale_and_unlabelled():
 def test_train_examples_keeps_evenly_spaced_records():
   images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
   source = sources.ArraySource({'image': images, 'label': np.arange(10) % 5})
-  assert sources.restrict_to_train_examples(source, {'train_examples': 0}) is source
-  subset = sources.restrict_to_train_examples(source, {'train_examples': 4})
+  assert sources.restrict_to_train_examples(source, 0) is source
+  subset = sources.restrict_to_train_examples(source, 4)
   # linspace(0, 9, 4) = 0, 3, 6, 9: every part of the split, renumbered 0..3.
   assert len(subset) == 4 and subset.has_labels and subset.num_classes == 5
   np.testing.assert_array_equal(subset[1]['image'], images[3])
   assert [int(subset[i]['label']) for i in range(4)] == [0, 3, 1, 4]
   np.testing.assert_array_equal(subset.arrays['image'], images[[0, 3, 6, 9]])
   with pytest.raises(DataError, match='train_examples=11 .* set it between 1 and 10'):
-    sources.restrict_to_train_examples(source, {'train_examples': 11})
+    sources.restrict_to_train_examples(source, 11)
 
 
 def test_make_source_builtin():
@@ -209,3 +209,19 @@ def test_image_folder_errors(tmp_path):
   source = sources.ImageFolderSource(str(tmp_path))
   with pytest.raises(DataError, match='Could not decode image'):
     source[0]
+
+
+def test_data_spec_parses_the_config_once_with_its_defaults():
+  from jaxssl.data.base import DataSpec
+
+  spec = DataSpec.from_config(_data_config())
+  assert (spec.name, spec.kind, spec.image_size, spec.seed, spec.data_dir, spec.train_examples) == ('builtin:digits', 'image', 32, 0, None, 0)
+  # Unset or None keys take the defaults; an explicit label_key=None means unlabelled data.
+  spec = DataSpec.from_config({'name': 'tfds:x', 'image_key': None, 'label_key': None, 'fps': None})
+  assert (spec.image_key, spec.label_key, spec.fps, spec.audio_sample_rate) == ('image', None, 25.0, None)
+  assert DataSpec.from_config(spec) is spec
+  with pytest.raises(DataError, match='config.data.name is not set'):
+    DataSpec.from_config({'image_size': 8})
+  # The parsed spec is what sources take: the same records as the config it came from.
+  config = _data_config(image_size=16)
+  np.testing.assert_array_equal(sources.make_source(DataSpec.from_config(config), 'test')[3]['image'], sources.make_source(config, 'test')[3]['image'])

@@ -1,6 +1,5 @@
 """Clip sampling, looping, audio alignment, spectrograms, per-clip augmentation and video sources."""
 
-import os
 
 import jax
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 
 from jaxssl.data import builtin_av, video
 from jaxssl.transforms import audio, augment, clip_ops
-from jaxssl.data.sources import DataError
+from jaxssl.data.base import DataError
 
 
 def test_clip_indices_with_stride_and_start():
