@@ -153,6 +153,11 @@ def margin(row: dict) -> float:
   return row["knn_top1"] - max(row["knn_top1_random_init"], row["knn_top1_pixels"])
 
 
+def _per_seed(values: list[str]) -> str:
+  """One value when every seed gives it, else each seed's in seed order."""
+  return values[0] if len(set(values)) == 1 else " / ".join(values)
+
+
 def _environment_line(rows: list[dict]) -> str:
   envs = {json.dumps({k: r["environment"].get(k) for k in ("packages", "device_kind", "cpu")}, sort_keys=True) for r in rows if r.get("environment")}
   if not envs:
@@ -179,8 +184,7 @@ def markdown_table(rows: list[dict], presets=PRESETS) -> str:
       lines.append(f"| `{preset.name}` | - | not measured | | | | | | {preset.note} |")
       continue
     knn = " / ".join(f"{r['knn_top1']:.1f} (s{r['seed']})" for r in mine)
-    random_init = " / ".join(sorted({f"{r['knn_top1_random_init']:.1f}" for r in mine}))
-    pixels = " / ".join(sorted({f"{r['knn_top1_pixels']:.1f}" for r in mine}))
+    random_init, pixels = (_per_seed([f"{r[key]:.1f}" for r in mine]) for key in ("knn_top1_random_init", "knn_top1_pixels"))
     linear = [r["linear_top1"] for r in mine if r.get("linear_top1") is not None]
     walls = [r["wall_seconds"] for r in mine if r.get("wall_seconds") is not None]
     worst = min(margin(r) for r in mine)

@@ -43,7 +43,7 @@ def test_table_shows_newest_commit_and_judges_every_seed(harness):
       _row("a.py:quick", 0, "new1111", 40.0),
       _row("a.py:quick", 1, "new1111", 34.0),  # 1.5 above pixels: below the 2-point margin
       _row("b.py:quick", 0, "new1111", 50.0),
-      _row("b.py:quick", 1, "new1111", 45.0),
+      _row("b.py:quick", 1, "new1111", 45.0, random_init=15.1),
   ]
   lines = harness.markdown_table(rows, presets).splitlines()
   a_line = next(line for line in lines if line.startswith("| `a.py:quick`"))
@@ -51,8 +51,10 @@ def test_table_shows_newest_commit_and_judges_every_seed(harness):
   c_line = next(line for line in lines if line.startswith("| `c.py`"))
   assert "new1111" in a_line and "old0000" not in a_line
   assert "40.0 (s0) / 34.0 (s1)" in a_line
+  assert "| 13.2 | 32.5 |" in a_line  # a baseline every seed shares is shown once
   assert "| no (worst +1.5, needs +2) |" in a_line
   assert "| yes (worst +12.5, needs +10) |" in b_line and "a note" in b_line
+  assert "| 13.2 / 15.1 | 32.5 |" in b_line  # per-seed baselines, in seed order
   assert "not measured" in c_line
   assert any("Fake CPU (avx2), 2 cores" in line for line in lines)
 
