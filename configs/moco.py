@@ -102,6 +102,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   # encoder closely (as configs/moco_v3.py:quick; solo-learn uses 0.99 on CIFAR).
   c.moco.momentum = 0.5
   c.moco.temperature = 0.2 if version == "v2" else 0.07  # v1: 0.07; v2: 0.2
+  # Official CIFAR-10 demo's `--symmetric`: each view is also a query against the other's key
+  # (the losses summed, both keys enqueued); the ImageNet code is asymmetric.
+  c.moco.symmetric = False
   c.moco.shuffle_bn = True  # paper: shuffle-BN; here BN statistics per sub-batch, keys shuffled
   c.moco.bn_groups = 8  # sub-batches for BN statistics (paper: 8 GPUs, 32 images each)
   c.moco.bank_size = 0  # memory bank rows; 0: the number of training examples

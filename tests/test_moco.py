@@ -261,3 +261,22 @@ def test_head_batch_norm_keeps_head_statistics_per_sub_batch():
   (_, half), _ = method._encoder(params, extra["batch_stats"])(images[: config.batch_size // 2])
   np.testing.assert_allclose(projection[: config.batch_size // 2], half, rtol=1e-4, atol=1e-5)
   assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b)), stats["head"], extra["batch_stats"]["head"]))
+
+
+def test_symmetric_step_queries_both_views_and_enqueues_both_keys():
+  """`moco.symmetric` (the official CIFAR-10 demo's option): both directions' losses, summed;
+  2B keys enter the queue per step, so the queue must hold a multiple of 2B; 1 and 8 devices agree."""
+  with pytest.raises(UserError, match="multiple"):
+    methods.make_method(tiny_config(**{"moco.symmetric": True, "moco.queue_size": 48}))
+  config = tiny_config(**{"moco.symmetric": True, "moco.queue_size": 64})
+  method = methods.make_method(config, num_classes=10)
+  tx = optim.make_optimizer(config)
+  state = train.create_train_state(method, tx, jax.random.key(0))
+  batch = {k: v for k, v in _batch(config).items() if k in ("view0", "view1", "label")}
+  loss, _, new_state = compare_one_step_float64(method, tx, config, state, batch)
+  assert int(new_state.extra["queue"]["pointer"]) == 2 * config.batch_size
+  # Each direction's InfoNCE is at least log(1 + K) - 2 / tau away from 0: the sum is larger than one.
+  asymmetric = methods.make_method(tiny_config(**{"moco.queue_size": 64}), num_classes=10)
+  one_direction = asymmetric.loss(state.params, state.extra, batch, jax.random.key(3), 0)[1]["metrics"]["moco_loss"]
+  both = method.loss(state.params, state.extra, batch, jax.random.key(3), 0)[1]["metrics"]["moco_loss"]
+  assert float(both) > 1.5 * float(one_direction)

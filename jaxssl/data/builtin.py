@@ -1,6 +1,8 @@
 """Built-in image datasets that work offline, with no download.
 
-`patterns` (the quickstart's) is drawn procedurally; see `jaxssl.data.patterns`.
+`patterns` (the image quickstarts') and `scenes` (objects in outdoor scenes, with an upright, a
+layout and colours that depend on the object: the pretext tasks' data, and the held-out set of
+the presets) are drawn procedurally; see `jaxssl.data.patterns` and `jaxssl.data.scenes`.
 `digits` and `textured_digits` are made from scikit-learn's bundled handwritten digits
 (`sklearn.datasets.load_digits`: 1797 real 8x8 digits written by 43 people,
 grey levels 0..16). The base digits are split by index: every fifth digit
@@ -37,7 +39,7 @@ import numpy as np
 
 from jaxssl.data.base import DataError
 
-BUILTIN_DATASETS = ('patterns', 'digits', 'textured_digits')
+BUILTIN_DATASETS = ('patterns', 'scenes', 'digits', 'textured_digits')
 BUILTIN_SPLITS = ('train', 'test')
 
 # Number of rendered copies of every base digit in `textured_digits`.
@@ -93,8 +95,8 @@ def base_indices(name: str, split: str) -> np.ndarray:
   """
   if name not in BUILTIN_DATASETS or split not in BUILTIN_SPLITS:
     load_builtin(name, split)  # Raises the DataError.
-  if name == 'patterns':
-    raise ValueError("'patterns' is not made from digits.")
+  if name in ('patterns', 'scenes'):
+    raise ValueError(f"{name!r} is not made from digits.")
   index = np.arange(len(_all_digits()[0]))
   index = index[index % 5 == 0] if split == 'test' else index[index % 5 != 0]
   if name == 'textured_digits':
@@ -108,6 +110,8 @@ def _load_cached(
 ) -> dict[str, np.ndarray]:
   if name == 'patterns':
     return _read_only(_load_patterns(split, image_size, seed))
+  if name == 'scenes':
+    return _read_only(_load_scenes(split, image_size, seed))
   digits, labels = _base_digits(split)
   if name == 'digits':
     images = _render_plain(digits, image_size)
@@ -136,6 +140,15 @@ def _load_patterns(split: str, image_size: int, seed: int) -> dict[str, np.ndarr
   labels = rng.permutation(np.arange(patterns.SPLIT_SIZES[split]) % num_classes).astype(np.int32)
   images = patterns.render_patterns(labels, image_size, rng, _contrasting_colours)
   return {'image': images, 'label': labels}
+
+
+def _load_scenes(split: str, image_size: int, seed: int) -> dict[str, np.ndarray]:
+  from jaxssl.data import scenes  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng([seed, _SPLIT_IDS[split], image_size, 2])
+  num_classes = len(scenes.CLASS_NAMES)
+  labels = rng.permutation(np.arange(scenes.SPLIT_SIZES[split]) % num_classes).astype(np.int32)
+  return {'image': scenes.render_scenes(labels, image_size, rng), 'label': labels}
 
 
 @functools.lru_cache(maxsize=1)

@@ -33,13 +33,16 @@ def momentum_update(target: Any, online: Any, momentum: jax.Array | float) -> An
 # ----------------------------------------------------------------------------------------------
 
 
-def check_queue_size(queue_size: int, batch_size: int) -> None:
-  """A queue of K keys takes whole batches, so it never has to wrap around mid-batch."""
-  if queue_size < batch_size or queue_size % batch_size:
+def check_queue_size(queue_size: int, batch_size: int, views_enqueued: int = 1) -> None:
+  """A queue of K keys takes whole steps' keys, so it never has to wrap around mid-batch."""
+  keys = batch_size * views_enqueued
+  if queue_size < keys or queue_size % keys:
+    per_step = f"the global batch size config.batch_size={batch_size}"
+    if views_enqueued > 1:
+      per_step = f"the {keys} keys enqueued per step (config.batch_size={batch_size}, {views_enqueued} views each)"
     raise UserError(
-        f"The MoCo queue size config.moco.queue_size={queue_size} is not a multiple of the global "
-        f"batch size config.batch_size={batch_size}; set it to a multiple of {batch_size}, "
-        f"e.g. {max(1, round(queue_size / batch_size)) * batch_size}."
+        f"The MoCo queue size config.moco.queue_size={queue_size} is not a multiple of {per_step}; "
+        f"set it to a multiple of {keys}, e.g. {max(1, round(queue_size / keys)) * keys}."
     )
 
 

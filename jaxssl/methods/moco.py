@@ -73,8 +73,10 @@ class MoCo:
     cfg = config.moco
     if cfg.dictionary not in DICTIONARIES:
       raise ValueError(f"config.moco.dictionary '{cfg.dictionary}' is not known; choose one of {DICTIONARIES}.")
+    self.symmetric = bool(cfg.get("symmetric", False)) and cfg.dictionary == "queue"
     if cfg.dictionary == "queue":
-      dictionaries.check_queue_size(cfg.queue_size, config.batch_size)
+      # A symmetric step enqueues the keys of both views.
+      dictionaries.check_queue_size(cfg.queue_size, config.batch_size, 2 if self.symmetric else 1)
     self.num_groups = cfg.bn_groups if cfg.shuffle_bn else 1
     dictionaries.check_groups(config.batch_size, self.num_groups)
     self.bank_size = dictionaries.memory_bank_size(cfg.bank_size, num_train_examples) if cfg.dictionary == "memory_bank" else 0
@@ -147,11 +149,20 @@ class MoCo:
     queries = losses.l2_normalize(projection)
     aux = {}
     if cfg.dictionary == "queue":
-      (_, key_projection), aux["key_batch_stats"] = self.encode_keys(extra["key_params"], extra["key_batch_stats"], views[1], shuffle_rng)
+      key_stats = extra["key_batch_stats"]
+      (_, key_projection), key_stats = self.encode_keys(extra["key_params"], key_stats, views[1], shuffle_rng)
       # Keys come from the momentum encoder, which is not differentiated; kept to show intent.
       keys = jax.lax.stop_gradient(losses.l2_normalize(key_projection))
       contrastive = losses.info_nce(queries, keys, extra["queue"]["keys"], cfg.temperature)
-      aux["keys"] = keys
+      if self.symmetric:
+        # The official CIFAR-10 demo's `--symmetric`: the second view is a query too, against
+        # the first view's key; the two losses are summed and both views' keys enqueued.
+        (_, projection_1), stats = self.encode_queries(params, stats, views[1])
+        (_, key_projection_0), key_stats = self.encode_keys(extra["key_params"], key_stats, views[0], jax.random.fold_in(shuffle_rng, 1))
+        keys_0 = jax.lax.stop_gradient(losses.l2_normalize(key_projection_0))
+        contrastive = contrastive + losses.info_nce(losses.l2_normalize(projection_1), keys_0, extra["queue"]["keys"], cfg.temperature)
+        keys = jnp.concatenate([keys_0, keys])
+      aux["keys"], aux["key_batch_stats"] = keys, key_stats
     elif cfg.dictionary == "end_to_end":
       # Keys come from the query encoder itself and receive gradients; its running BN
       # statistics see both passes, in order, as in a PyTorch run.

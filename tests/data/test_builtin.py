@@ -7,6 +7,7 @@ import pytest
 
 from jaxssl.data import builtin
 from jaxssl.data import patterns
+from jaxssl.data import scenes
 from jaxssl.data.base import DataError
 
 _DIGIT_SETS = ('digits', 'textured_digits')
@@ -147,8 +148,45 @@ def test_patterns_are_hard_for_raw_pixels():
   assert 0.1 < accuracy < 0.5
 
 
+@pytest.mark.parametrize('split', builtin.BUILTIN_SPLITS)
+def test_scenes_shapes_and_balanced_labels(split):
+  data = builtin.load_builtin('scenes', split, image_size=16)
+  size = scenes.SPLIT_SIZES[split]
+  assert data['image'].shape == (size, 16, 16, 3) and data['image'].dtype == np.uint8
+  counts = np.bincount(data['label'], minlength=len(scenes.CLASS_NAMES))
+  np.testing.assert_array_equal(counts, size // len(scenes.CLASS_NAMES))
+  assert not data['image'].flags.writeable
+
+
+def test_scenes_are_deterministic_and_seeded():
+  cached = builtin.load_builtin('scenes', 'test', image_size=16, seed=0)
+  fresh = builtin._load_cached.__wrapped__('scenes', 'test', 16, 0)
+  np.testing.assert_array_equal(cached['image'], fresh['image'])
+  assert not np.array_equal(cached['image'], builtin.load_builtin('scenes', 'test', image_size=16, seed=1)['image'])
+
+
+def test_scenes_have_an_upright_and_class_dependent_colours():
+  """What rotation prediction and colorization learn from: the sky (top rows) is bluer than the
+  ground (bottom rows) in almost every image, so a rotated image can be told apart; and,
+  unlike `patterns`, the classes differ in colour (the lighthouse's red, the snowman's white)."""
+  data = builtin.load_builtin('scenes', 'test')
+  images, labels = data['image'].astype(np.float32) / 255, data['label']
+  top, bottom = images[:, :4].mean((1, 2)), images[:, -4:].mean((1, 2))
+  assert np.mean(top[:, 2] - top[:, 1] > bottom[:, 2] - bottom[:, 1]) > 0.9
+  # Object colours: the centre column's mean colour per class spreads far more than patterns'.
+  centre = images[:, 8:28, 12:20].mean((1, 2))
+  class_colour = np.stack([centre[labels == c].mean(0) for c in range(10)])
+  assert np.ptp(class_colour, axis=0).max() > 0.1
+
+
+def test_scenes_are_hard_for_raw_pixels():
+  accuracy = _one_nn_accuracy('scenes')
+  print(f'raw-pixel 1-NN accuracy on scenes: {accuracy:.3f}')
+  assert 0.1 < accuracy < 0.5
+
+
 def test_unknown_name_and_split():
-  with pytest.raises(DataError, match='patterns, digits, textured_digits'):
+  with pytest.raises(DataError, match='patterns, scenes, digits, textured_digits'):
     builtin.load_builtin('mnist', 'train')
   with pytest.raises(DataError, match='train, test'):
     builtin.load_builtin('digits', 'validation')
