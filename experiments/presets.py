@@ -2,6 +2,7 @@
 
     python experiments/presets.py                           # every preset, seeds 0, 1 and 2
     python experiments/presets.py --only=simclr,brave --seeds=0
+    python experiments/presets.py --only=held-out           # the default presets on builtin:scenes
     python experiments/presets.py --table-only              # rewrite the tables from results.json
 
 Each run is `python -m jaxssl.main --config=PRESET --workdir=... --config.seed=N` in a fresh
@@ -10,6 +11,11 @@ preset, seed and commit, so older commits' rows stay on record). The tables in
 `experiments/results/presets.md`, README.md and experiments/README.md (between the
 `<!-- presets:begin -->` and `<!-- presets:end -->` markers) are written from that file and show,
 per preset, the newest commit at which it was measured.
+
+Two tables. `presets`: every `:quick` preset (and the default presets of BraVe and BYOL) on the
+data it was tuned on. `held-out`: every image method's default preset on `builtin:scenes`, data no
+preset was tuned on (`--config.data.name=builtin:scenes`, nothing else changed), within the
+`<!-- held-out:begin -->` / `<!-- held-out:end -->` markers.
 
 A row counts only if it was measured on a clean checkout with the library versions pinned in
 constraints.txt: the harness refuses to run otherwise (`--allow-unpinned` / `--allow-dirty`
@@ -31,16 +37,25 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "experiments" / "results"
-BEGIN, END = "<!-- presets:begin -->", "<!-- presets:end -->"
+HELD_OUT_DATA = "builtin:scenes"
 # A preset beats the baselines only with this margin (kNN points over the better baseline).
 MARGIN = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-  name: str  # the --config argument
+  config: str  # the --config argument
   note: str = ""  # what the reader must know about the row (e.g. a documented exception)
   required_margin: float = MARGIN
+  data: str = ""  # --config.data.name, when not the preset's own
+
+  @property
+  def name(self) -> str:
+    """The preset's key in results.json and its name in the tables."""
+    return f"{self.config} on {self.data}" if self.data else self.config
+
+  def command_flags(self) -> list[str]:
+    return [f"--config={self.config}"] + ([f"--config.data.name={self.data}"] if self.data else [])
 
 
 PRESETS = (
@@ -60,6 +75,14 @@ PRESETS = (
     Preset("configs/byol.py:quick", "documented exception: the bootstrap target has nothing to start from here"),
     Preset("configs/byol.py", "documented exception, 600 steps"),
 )
+IMAGE_METHODS = ("simclr", "moco", "moco_v3", "npid", "swav", "dino", "barlow_twins", "simsiam", "vicreg", "byol")
+HELD_OUT = tuple(Preset(f"configs/{method}.py", data=HELD_OUT_DATA) for method in IMAGE_METHODS)
+# Each table and the marker name of its block in the documents.
+TABLES = {"presets": PRESETS, "held-out": HELD_OUT}
+
+
+def markers(table: str) -> tuple[str, str]:
+  return f"<!-- {table}:begin -->", f"<!-- {table}:end -->"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,7 +111,7 @@ def run_preset(preset: Preset, seed: int, workdir: pathlib.Path, log_path: pathl
   """Runs one preset to completion in its own process; returns its eval/summary.json."""
   if workdir.exists():
     shutil.rmtree(workdir)  # a stale checkpoint would resume instead of re-measuring
-  command = [sys.executable, "-m", "jaxssl.main", f"--config={preset.name}", f"--workdir={workdir}", f"--config.seed={seed}"]
+  command = [sys.executable, "-m", "jaxssl.main", *preset.command_flags(), f"--workdir={workdir}", f"--config.seed={seed}"]
   start = time.time()
   with open(log_path, "w") as log:
     # This checkout's jaxssl, whatever checkout the venv was installed from.
@@ -200,25 +223,32 @@ def markdown_table(rows: list[dict], presets=PRESETS) -> str:
   return "\n".join(lines) + ("\n\n" + environment if environment else "") + "\n"
 
 
-def replace_between_markers(text: str, table: str) -> str:
-  if BEGIN not in text or END not in text:
-    raise ValueError(f"the file has no {BEGIN} ... {END} block to put the table in")
-  head, rest = text.split(BEGIN, 1)
-  _, tail = rest.split(END, 1)
-  return f"{head}{BEGIN}\n{table}{END}{tail}"
+def replace_between_markers(text: str, table: str, name: str = "presets") -> str:
+  begin, end = markers(name)
+  if begin not in text or end not in text:
+    raise ValueError(f"the file has no {begin} ... {end} block to put the table in")
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(end, 1)
+  return f"{head}{begin}\n{table}{end}{tail}"
 
 
-def write_tables(rows: list[dict], results_dir: pathlib.Path, documents=()) -> str:
-  table = markdown_table(rows)
+def write_tables(rows: list[dict], results_dir: pathlib.Path, documents=(), tables=None) -> str:
+  """Writes results.json, presets.md (every table) and each table's block in `documents`."""
+  tables = {name: markdown_table(rows, presets) for name, presets in (tables or TABLES).items()}
   results_dir.mkdir(parents=True, exist_ok=True)
   (results_dir / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+  titles = {"presets": "Presets on the data they were tuned on", "held-out": f"Default presets on held-out data ({HELD_OUT_DATA})"}
   (results_dir / "presets.md").write_text(
-      "# Preset results\n\nWritten by `python experiments/presets.py`; do not edit by hand.\n\n" + table
+      "# Preset results\n\nWritten by `python experiments/presets.py`; do not edit by hand.\n\n"
+      + "\n".join(f"## {titles.get(name, name)}\n\n{table}" for name, table in tables.items())
   )
   for document in documents:
     path = pathlib.Path(document)
-    path.write_text(replace_between_markers(path.read_text(), table))
-  return table
+    text = path.read_text()
+    for name, table in tables.items():
+      text = replace_between_markers(text, table, name)
+    path.write_text(text)
+  return "\n".join(tables.values())
 
 
 def read_rows(results_dir: pathlib.Path) -> list[dict]:
@@ -230,12 +260,17 @@ def read_rows(results_dir: pathlib.Path) -> list[dict]:
 
 
 def select(only: str) -> list[Preset]:
+  """Presets named (or prefixed) in `only`, or whole tables by name ('presets', 'held-out')."""
+  everything = [p for presets in TABLES.values() for p in presets]
   if not only:
-    return list(PRESETS)
+    return everything
   wanted = [w.strip() for w in only.split(",") if w.strip()]
-  chosen = [p for p in PRESETS if any(p.name == w or p.name == f"configs/{w}" or p.name.removeprefix("configs/").startswith(w) for w in wanted)]
+  chosen = [
+      p for p in everything
+      if any(p.name == w or p.name == f"configs/{w}" or p.name.removeprefix("configs/").startswith(w) or p in TABLES.get(w, ()) for w in wanted)
+  ]
   if not chosen:
-    raise SystemExit(f"error: --only={only} matches no preset; choose from {[p.name for p in PRESETS]}.")
+    raise SystemExit(f"error: --only={only} matches no preset; choose table names {list(TABLES)} or presets from {[p.name for p in everything]}.")
   return chosen
 
 
@@ -266,7 +301,7 @@ def main() -> None:
   for preset in presets:
     for seed in seeds:
       print(f"{preset.name} seed {seed}", flush=True)
-      name = preset.name.removeprefix("configs/").replace(".py", "").replace(":", "_").replace(",", "_")
+      name = preset.name.removeprefix("configs/").replace(".py", "").replace(" on ", "_").replace(":", "_").replace(",", "_")
       workdir = pathlib.Path(args.workdir) / f"{name}_s{seed}"
       workdir.parent.mkdir(parents=True, exist_ok=True)
       summary = run_preset(preset, seed, workdir, workdir.parent / f"{name}_s{seed}.log")
@@ -274,7 +309,7 @@ def main() -> None:
       print(f"  kNN {row['knn_top1']:.1f} (random init {row['knn_top1_random_init']:.1f}, pixels {row['knn_top1_pixels']:.1f}), {row['wall_seconds']} s", flush=True)
       rows = merge_rows(read_rows(RESULTS_DIR), [row])  # re-read: another invocation may have written
       write_tables(rows, RESULTS_DIR, documents)
-  print(markdown_table(read_rows(RESULTS_DIR)))
+  print(write_tables(read_rows(RESULTS_DIR), RESULTS_DIR, documents))
 
 
 if __name__ == "__main__":

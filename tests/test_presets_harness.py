@@ -74,14 +74,32 @@ def test_merge_replaces_only_the_same_preset_seed_and_commit(harness):
 
 def test_write_tables_fills_the_marked_block_of_each_document(harness, tmp_path):
   document = tmp_path / "README.md"
-  document.write_text(f"intro\n{harness.BEGIN}\nstale table\n{harness.END}\noutro\n")
-  harness.write_tables([_row("configs/simclr.py:quick", 0, "abc1234", 40.0)], tmp_path / "results", [document])
+  (begin, end), (held_begin, held_end) = harness.markers("presets"), harness.markers("held-out")
+  document.write_text(f"intro\n{begin}\nstale table\n{end}\nmiddle\n{held_begin}\nstale\n{held_end}\noutro\n")
+  rows = [_row("configs/simclr.py:quick", 0, "abc1234", 40.0), _row("configs/simclr.py on builtin:scenes", 0, "abc1234", 44.0)]
+  harness.write_tables(rows, tmp_path / "results", [document])
   text = document.read_text()
-  assert "stale table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+  assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+  presets_block = text.split(begin)[1].split(end)[0]
+  held_out_block = text.split(held_begin)[1].split(held_end)[0]
+  assert "40.0 (s0)" in presets_block and "44.0" not in presets_block
+  assert "44.0 (s0)" in held_out_block and "40.0" not in held_out_block
+  assert "## Default presets on held-out data" in (tmp_path / "results" / "presets.md").read_text()
   assert "| `configs/simclr.py:quick` | abc1234 | 40.0 (s0) |" in text
   assert (tmp_path / "results" / "results.json").exists() and (tmp_path / "results" / "presets.md").exists()
   with pytest.raises(ValueError, match="presets:begin"):
     harness.replace_between_markers("no markers here", "table")
+
+
+def test_held_out_presets_run_the_default_preset_on_other_data(harness):
+  chosen = harness.select("held-out")
+  assert {p.config for p in chosen} == {f"configs/{m}.py" for m in harness.IMAGE_METHODS}
+  simclr = next(p for p in chosen if p.config == "configs/simclr.py")
+  assert simclr.command_flags() == ["--config=configs/simclr.py", "--config.data.name=builtin:scenes"]
+  assert simclr.name == "configs/simclr.py on builtin:scenes"
+  assert [p.name for p in harness.select("simclr")] == ["configs/simclr.py:quick", "configs/simclr.py on builtin:scenes"]
+  with pytest.raises(SystemExit, match="matches no preset"):
+    harness.select("no_such_method")
 
 
 def test_unpinned_packages_names_each_difference(tmp_path):
