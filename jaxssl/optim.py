@@ -83,7 +83,7 @@ def _base_optimizer(opt: ml_collections.ConfigDict, learning_rate) -> optax.Grad
   if opt.name == "sgd":
     return optax.chain(
         optax.add_decayed_weights(opt.weight_decay, mask=decay_mask if opt.exclude_bias_and_norm else None),
-        optax.sgd(learning_rate, momentum=opt.momentum),
+        optax.sgd(learning_rate, momentum=opt.momentum, nesterov=bool(opt.get("nesterov", False))),
     )
   raise ValueError(f"config.optimizer.name '{opt.name}' is not known; choose one of {OPTIMIZERS}.")
 

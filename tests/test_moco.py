@@ -27,6 +27,7 @@ def tiny_config(preset: str = "v2", **overrides) -> ml_collections.ConfigDict:
       "moco.queue_size": 48,
       "moco.bn_groups": 4,
       "moco.bank_negatives": 32,
+      "moco.symmetric": False,  # the paper's one direction; the symmetric step has its own test
   }
   return helpers.tiny_config(moco_config.get_config(preset), **{**defaults, **overrides})
 
@@ -73,6 +74,7 @@ def test_presets_follow_the_papers():
   imagenet = moco_config.get_config("imagenet")
   assert (imagenet.moco.queue_size, imagenet.moco.momentum, imagenet.batch_size) == (65536, 0.999, 256)
   assert not imagenet.model.head_batch_norm  # the official v2 head: fc-ReLU-fc
+  assert not imagenet.moco.symmetric and moco_config.get_config("quick").moco.symmetric  # CIFAR demo's option on CPU
   quick = moco_config.get_config("quick")
   quick.batch_size = 64
   assert quick.moco.queue_size == 128  # two batches, following an overridden batch size

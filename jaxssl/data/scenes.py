@@ -11,13 +11,17 @@ Made for the pretext tasks, which learn from regularities that photographs have 
 * colours that depend on what is drawn (green crowns, brown trunks, red-and-white lighthouses,
   blue, dusk or overcast skies), each with variation -- what colorization learns.
 
+Half of the images are outdoor scenes; the other half are studio shots, the object close up
+before a plain two-colour backdrop blended in a random direction, so that the object, not only
+the sky, tells which way is up.
+
 The class is the object: tree, pine, house, lighthouse, car, snowman, mushroom, windmill,
-flower or cactus. Its position, distance (size), the horizon's height, the sky, the ground,
-the sun, clouds, the camera's exposure and white balance, and pixel noise are drawn at random, independently of
-the class, so two images of one class rarely agree pixel for pixel while the object itself
-keeps its shape, parts and colours. Mirror images keep the class (each object is drawn facing
-left or right at random). Images are drawn at twice the requested size and averaged down, so
-edges are anti-aliased.
+flower or cactus. Its position, distance (size), the setting (outdoors or studio), the
+horizon's height, the sky, the ground, the sun, clouds, the camera's exposure and white balance,
+and pixel noise are drawn at random, independently of the class, so two images of one class
+rarely agree pixel for pixel while the object itself keeps its shape, parts and colours. Mirror
+images keep the class (each object is drawn facing left or right at random). Images are drawn
+at twice the requested size and averaged down, so edges are anti-aliased.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ _HEIGHTS = (0.6, 0.65, 0.5, 0.75, 0.3, 0.5, 0.4, 0.7, 0.45, 0.55)
 _SUPERSAMPLE = 2
 _CHUNK = 256  # images rendered at once (bounds the memory of the supersampled canvas)
 _NOISE = 0.03  # pixel noise std, in [0, 1] intensity units
+# Images that are studio shots instead of outdoor scenes. Without them the sky alone tells the
+# upright: RotNet then solved rotations at 99.8% from colour and learned nothing of the objects
+# (kNN 18.6 against random init 19.9).
+_STUDIO_FRACTION = 0.5
 
 # Sky (top, horizon) colours of a clear day, a dusk and an overcast sky.
 _SKIES = np.array([
@@ -158,7 +166,7 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
   np.copyto(canvas, np.broadcast_to(colour[:, None, None, :], canvas.shape), where=mask[..., None])
 
 
-def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator, studio_fraction: float) -> np.ndarray:
   n, r = len(labels), size * _SUPERSAMPLE
   t = (np.arange(r, dtype=np.float32) + 0.5) / r
   y, x = t[None, :, None], t[None, None, :]
@@ -184,9 +192,20 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
   below = np.broadcast_to(y >= horizon, (n, r, r))
   np.copyto(canvas, ground[:, None, None, :] + haze, where=below[..., None])
 
+  # Studio shots: the object before a backdrop of two random colours blended along a random
+  # direction, with no sky or ground to give the upright away; only the object shows it.
+  studio = rng.random((n, 1, 1)) < studio_fraction
+  backdrop = rng.uniform(0.0, 1.0, (n, 2, 3)).astype(np.float32)
+  direction = uniform(0.0, 2 * np.pi)
+  blend = np.clip(0.5 + (x - 0.5) * np.cos(direction) + (y - 0.5) * np.sin(direction), 0.0, 1.0)[..., None]
+  np.copyto(canvas, backdrop[:, None, None, 0] + blend * (backdrop[:, None, None, 1] - backdrop[:, None, None, 0]), where=studio[..., None])
+  has_sun &= ~studio
+  below = below | studio
+
   # The object stands on the ground; nearer objects (lower foot) are larger.
   foot_depth = uniform(0.3, 0.9)
-  foot = horizon + foot_depth * (1 - horizon)
+  foot = np.where(studio, uniform(0.8, 0.95), horizon + foot_depth * (1 - horizon))
+  foot_depth = np.where(studio, 1.0, foot_depth)  # studio objects are close up
   scale = np.asarray(_HEIGHTS, np.float32)[labels][:, None, None] * uniform(0.7, 1.2) * (0.75 + 0.4 * foot_depth)
   scale = np.minimum(scale, foot - 0.03)
   centre = uniform(0.15, 0.85)
@@ -219,9 +238,12 @@ def _render_chunk(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
   return np.rint(np.clip(canvas, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def render_scenes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-  """Draws one scene with an object of class `labels[i]` per image: uint8[N, size, size, 3]."""
+def render_scenes(labels: np.ndarray, size: int, rng: np.random.Generator, studio_fraction: float = _STUDIO_FRACTION) -> np.ndarray:
+  """Draws one scene with an object of class `labels[i]` per image: uint8[N, size, size, 3].
+
+  A `studio_fraction` of the images show the object before a plain backdrop instead of outdoors.
+  """
   images = np.empty((len(labels), size, size, 3), np.uint8)
   for start in range(0, len(labels), _CHUNK):
-    images[start:start + _CHUNK] = _render_chunk(labels[start:start + _CHUNK], size, rng)
+    images[start:start + _CHUNK] = _render_chunk(labels[start:start + _CHUNK], size, rng, studio_fraction)
   return images

@@ -22,6 +22,7 @@ REGISTRY = {
     "npid": "jaxssl.methods.npid:NPID",
     "simclr": "jaxssl.methods.simclr:SimCLR",
     "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
+    "rotnet": "jaxssl.methods.rotnet:RotNet",
 }
 
 

@@ -166,13 +166,20 @@ def test_scenes_are_deterministic_and_seeded():
 
 
 def test_scenes_have_an_upright_and_class_dependent_colours():
-  """What rotation prediction and colorization learn from: the sky (top rows) is bluer than the
-  ground (bottom rows) in almost every image, so a rotated image can be told apart; and,
-  unlike `patterns`, the classes differ in colour (the lighthouse's red, the snowman's white)."""
+  """What rotation prediction and colorization learn from: outdoors, the sky (top rows) is bluer
+  than the ground (bottom rows) in almost every image, so a rotated image can be told apart;
+  studio backdrops are blended in a random direction; and, unlike `patterns`, the classes
+  differ in colour (the lighthouse's red, the snowman's white)."""
+  def bluer_above(images):
+    top, bottom = images[:, :4].mean((1, 2)), images[:, -4:].mean((1, 2))
+    return np.mean(top[:, 2] - top[:, 1] > bottom[:, 2] - bottom[:, 1])
+
+  labels = np.arange(500) % 10
+  outdoors = scenes.render_scenes(labels, 32, np.random.default_rng(0), studio_fraction=0.0) / 255
+  studio = scenes.render_scenes(labels, 32, np.random.default_rng(0), studio_fraction=1.0) / 255
+  assert bluer_above(outdoors) > 0.9 and 0.3 < bluer_above(studio) < 0.7
   data = builtin.load_builtin('scenes', 'test')
   images, labels = data['image'].astype(np.float32) / 255, data['label']
-  top, bottom = images[:, :4].mean((1, 2)), images[:, -4:].mean((1, 2))
-  assert np.mean(top[:, 2] - top[:, 1] > bottom[:, 2] - bottom[:, 1]) > 0.9
   # Object colours: the centre column's mean colour per class spreads far more than patterns'.
   centre = images[:, 8:28, 12:20].mean((1, 2))
   class_colour = np.stack([centre[labels == c].mean(0) for c in range(10)])
