@@ -37,6 +37,25 @@ def estimate_log_normalizer(similarities: jax.Array, temperature: float, num_exa
   return jax.nn.logsumexp(scaled) - jnp.log(scaled.size) + jnp.log(num_examples)
 
 
+def instance_discrimination_loss(embeddings, bank, indices, log_normalizer, noise_rng, cfg) -> tuple[jax.Array, jax.Array]:
+  """(loss, log Z) of unit `embeddings` [B, D] against their memory-bank entries `bank[indices]`.
+
+  `cfg.loss` 'softmax': the full softmax over the bank (eq. 2); 'nce': NCE with
+  `cfg.num_negatives` uniform noise entries and log Z estimated on the first batch (NaN until
+  then) and kept (eq. 6). The bank is state, not a parameter: no gradient reaches it.
+  """
+  if cfg.loss == "softmax":
+    return losses.softmax_cross_entropy(embeddings @ bank.T / cfg.temperature, indices), log_normalizer
+  positive = jnp.sum(embeddings * bank[indices], axis=-1)
+  negative = embeddings @ dictionaries.sample_negatives(noise_rng, bank, cfg.num_negatives).T
+  num_examples = bank.shape[0]
+  estimate = jax.lax.stop_gradient(
+      estimate_log_normalizer(jnp.concatenate([positive[:, None], negative], -1), cfg.temperature, num_examples)
+  )
+  log_normalizer = jnp.where(jnp.isnan(log_normalizer), estimate, log_normalizer)
+  return losses.nce_loss(positive, negative, cfg.temperature, log_normalizer, num_examples), log_normalizer
+
+
 class NPID:
   """NPID as pure functions; see the module docstring for the equations."""
 
@@ -89,19 +108,9 @@ class NPID:
     features, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], images, train=True)
     projection, head_stats = self.head(params["head"], extra["batch_stats"]["head"], features, train=True)
     embeddings = losses.l2_normalize(projection)
-    # The bank is state, not a parameter: only the network is trained by the loss.
-    bank = extra["memory_bank"]
-    positive = jnp.sum(embeddings * bank[indices], axis=-1)
-    log_normalizer = extra["log_normalizer"]
-    if cfg.loss == "softmax":
-      contrastive = losses.softmax_cross_entropy(embeddings @ bank.T / cfg.temperature, indices)
-    else:
-      negative = embeddings @ dictionaries.sample_negatives(noise_rng, bank, cfg.num_negatives).T
-      estimate = jax.lax.stop_gradient(
-          estimate_log_normalizer(jnp.concatenate([positive[:, None], negative], -1), cfg.temperature, self.bank_size)
-      )
-      log_normalizer = jnp.where(jnp.isnan(log_normalizer), estimate, log_normalizer)
-      contrastive = losses.nce_loss(positive, negative, cfg.temperature, log_normalizer, self.bank_size)
+    contrastive, log_normalizer = instance_discrimination_loss(
+        embeddings, extra["memory_bank"], indices, extra["log_normalizer"], noise_rng, cfg
+    )
     metrics = {"npid_loss": contrastive, "embedding_std": embedding_std(projection)}
     total = contrastive
     if self.num_classes:
