@@ -23,6 +23,7 @@ REGISTRY = {
     "simclr": "jaxssl.methods.simclr:SimCLR",
     "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
     "rotnet": "jaxssl.methods.rotnet:RotNet",
+    "jigsaw": "jaxssl.methods.jigsaw:Jigsaw",
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
 }
 

@@ -7,8 +7,11 @@ way after the construction, with no data moved between devices.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NUM_ROTATIONS = 4
 
@@ -28,3 +31,88 @@ def four_rotations(images: jax.Array) -> tuple[jax.Array, jax.Array]:
   rotated = jnp.stack([jnp.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)], axis=1)
   labels = jnp.tile(jnp.arange(NUM_ROTATIONS, dtype=jnp.int32), images.shape[0])
   return rotated.reshape(-1, *images.shape[1:]), labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Jigsaw puzzles (Noroozi & Favaro 2016; DeepPermNet, Santa Cruz et al. 2017).
+# ----------------------------------------------------------------------------------------------
+
+
+def hamming_permutation_set(size: int, num_tiles: int = 9, selection: str = "max_min", seed: int = 0) -> np.ndarray:
+  """`size` permutations of `num_tiles` tiles, far apart in Hamming distance: int32[size, num_tiles].
+
+  Algorithm 1 of Noroozi & Favaro: the first permutation is random; each next one is, of all the
+  permutations not chosen yet, the one with the largest minimum ('max_min') or mean ('max_avg')
+  Hamming distance to those chosen (ties go to the first in lexicographic order). Far-apart
+  permutations make the puzzles distinguishable from each other. Deterministic for a seed.
+  """
+  if selection not in ("max_min", "max_avg"):
+    raise ValueError(f"selection must be 'max_min' or 'max_avg', got {selection!r}.")
+  candidates = np.array(list(itertools.permutations(range(num_tiles))), np.int8)
+  if not 1 <= size <= len(candidates):
+    raise ValueError(f"A permutation set of {num_tiles} tiles holds 1 to {len(candidates)} permutations, not {size}.")
+  chosen = [int(np.random.default_rng(seed).integers(len(candidates)))]
+  score = np.zeros(len(candidates), np.int64)  # min or sum of distances to the chosen set
+  reduce = np.minimum if selection == "max_min" else np.add
+  for i in range(1, size):
+    distance = (candidates != candidates[chosen[-1]]).sum(1)
+    score = distance if i == 1 and selection == "max_min" else reduce(score, distance)
+    score[chosen[-1]] = -1  # never chosen twice (its distance to itself is 0 anyway)
+    chosen.append(int(np.argmax(score)))
+  return candidates[chosen].astype(np.int32)
+
+
+def puzzle_tiles(rng: jax.Array, images: jax.Array, tile_size: int, grid: int = 3) -> jax.Array:
+  """A grid x grid puzzle of each image: tiles [B, grid^2, tile, tile, C] in row-major order.
+
+  Each cell of the grid is H // grid pixels; its tile is `tile_size` pixels at a random offset
+  inside the cell, drawn per image and per tile, so neighbouring tiles are separated by a random
+  gap and their edges do not line up (the paper's counter-measures against solving the puzzle
+  from edge continuity).
+  """
+  batch, height, width, channels = images.shape
+  cell = min(height, width) // grid
+  if not 0 < tile_size <= cell:
+    raise ValueError(f"Jigsaw tiles of {tile_size} px do not fit cells of {cell} px ({height}x{width} images, {grid}x{grid} grid); lower the tile size or raise the image size.")
+  slack = cell - tile_size
+  offsets = jax.random.randint(rng, (batch, grid * grid, 2), 0, slack + 1)
+  corners = jnp.stack(jnp.meshgrid(jnp.arange(grid), jnp.arange(grid), indexing="ij"), -1).reshape(-1, 2) * cell
+  starts = corners[None] + offsets  # [B, tiles, 2]: (row, column) of each tile's top-left pixel
+
+  def cut(image, start):
+    return jax.lax.dynamic_slice(image, (start[0], start[1], 0), (tile_size, tile_size, channels))
+
+  return jax.vmap(jax.vmap(cut, in_axes=(None, 0)))(images, starts)
+
+
+def normalize_each_tile(tiles: jax.Array, min_std: float = 0.1) -> jax.Array:
+  """Zero mean and unit std per tile and channel (the PyTorch port's per-tile normalisation),
+  so that no tile's overall colour or brightness tells where it came from.
+
+  The std is floored at `min_std` (inputs are normalised images, std about 1): a flat tile (sky,
+  a plain background) stays flat instead of having its rounding noise blown up to unit std.
+  """
+  mean = tiles.mean(axis=(-3, -2), keepdims=True)
+  std = tiles.std(axis=(-3, -2), keepdims=True)
+  return (tiles - mean) / jnp.maximum(std, min_std)
+
+
+def shuffle_tiles(tiles: jax.Array, permutations: jax.Array) -> jax.Array:
+  """Puts tile `permutations[b, j]` of image b at position j: [B, T, ...] -> [B, T, ...]."""
+  return jnp.take_along_axis(tiles, permutations.reshape(permutations.shape + (1,) * (tiles.ndim - 2)), axis=1)
+
+
+def permutation_matrices(permutations: jax.Array) -> jax.Array:
+  """One-hot [B, T, T] with M[b, j, permutations[b, j]] = 1: position j shows tile permutations[b, j]."""
+  return jax.nn.one_hot(permutations, permutations.shape[-1], dtype=jnp.float32)
+
+
+def sinkhorn_normalize(matrices: jax.Array, iterations: int, epsilon: float = 1e-3) -> jax.Array:
+  """Alternately normalises rows and then columns to sum to 1, `iterations` times (DeepPermNet's
+  Sinkhorn layer; the official code runs one iteration with epsilon = 0.001 added to each entry).
+  Positive [..., T, T] -> approximately doubly stochastic."""
+  matrices = matrices + epsilon
+  for _ in range(iterations):
+    matrices = matrices / matrices.sum(axis=-1, keepdims=True)
+    matrices = matrices / matrices.sum(axis=-2, keepdims=True)
+  return matrices
