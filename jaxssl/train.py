@@ -96,18 +96,39 @@ def players_value_and_grad(loss_fn: Callable, players: dict, params, *args) -> t
   return (values[optim.MAIN_PLAYER], aux), grads
 
 
+def _shard_rows_at(shardings: Any, abstract: Any, path: tuple[str, ...], mesh) -> None:
+  """Sets the sharding of the dict leaf at `path` to rows split over devices, if it exists."""
+  node = shardings
+  if not all(isinstance(abstract, dict) and key in abstract and (abstract := abstract[key]) is not None for key in path):
+    return  # e.g. MoCo's queue when its dictionary is a memory bank
+  for key in path[:-1]:
+    node = node[key]
+  node[path[-1]] = jax.tree.map(lambda leaf: parallel.rows_sharded(mesh, leaf), abstract)
+
+
+def _dict_keys(key_path) -> tuple:
+  return tuple(k.key for k in key_path if isinstance(k, jax.tree_util.DictKey))
+
+
 def state_shardings(method, mesh: jax.sharding.Mesh, abstract_state: TrainState) -> TrainState:
-  """Shardings of the train state: replicated, except the `extra` leaves a method names in
-  `row_sharded_extra` (e.g. a MoCo queue or an NPID memory bank), split over the data axis."""
+  """Shardings of the train state: replicated, except the leaves a method names as split over
+  the data axis by rows: `row_sharded_extra` paths into `extra` (a MoCo queue, an NPID memory
+  bank) and `row_sharded_params` paths into `params` (Exemplar's one class per image), whose
+  optimizer state (momentum, Adam moments: the leaves under the same path) is split alike."""
   shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
-  extra = shardings.extra
   for path in getattr(method, "row_sharded_extra", ()):
-    abstract, node = abstract_state.extra, extra
-    if not all(isinstance(abstract, dict) and key in abstract and (abstract := abstract[key]) is not None for key in path):
-      continue  # e.g. MoCo's queue when its dictionary is a memory bank
-    for key in path[:-1]:
-      node = node[key]
-    node[path[-1]] = parallel.rows_sharded(mesh, abstract)
+    _shard_rows_at(shardings.extra, abstract_state.extra, path, mesh)
+  param_paths = tuple(getattr(method, "row_sharded_params", ()))
+  for path in param_paths:
+    _shard_rows_at(shardings.params, abstract_state.params, path, mesh)
+  if param_paths:
+    def optimizer_leaf(key_path, leaf, sharding):
+      keys = _dict_keys(key_path)  # e.g. (..., 'trace', 'classifier', 'weight') for SGD's momentum
+      split = any(keys[i:i + len(path)] == path for path in param_paths for i in range(len(keys)))
+      return parallel.rows_sharded(mesh, leaf) if split else sharding
+
+    opt_shardings = jax.tree_util.tree_map_with_path(optimizer_leaf, abstract_state.opt_state, shardings.opt_state)
+    shardings = shardings.replace(opt_state=opt_shardings)
   return shardings
 
 

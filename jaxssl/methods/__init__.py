@@ -24,6 +24,7 @@ REGISTRY = {
     "moco_v3": "jaxssl.methods.moco_v3:MoCoV3",
     "rotnet": "jaxssl.methods.rotnet:RotNet",
     "jigsaw": "jaxssl.methods.jigsaw:Jigsaw",
+    "exemplar": "jaxssl.methods.exemplar:Exemplar",
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
 }
 
