@@ -25,6 +25,7 @@ REGISTRY = {
     "rotnet": "jaxssl.methods.rotnet:RotNet",
     "jigsaw": "jaxssl.methods.jigsaw:Jigsaw",
     "exemplar": "jaxssl.methods.exemplar:Exemplar",
+    "relative_position": "jaxssl.methods.relative_position:RelativePosition",
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
 }
 

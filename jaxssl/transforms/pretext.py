@@ -62,22 +62,23 @@ def hamming_permutation_set(size: int, num_tiles: int = 9, selection: str = "max
   return candidates[chosen].astype(np.int32)
 
 
-def puzzle_tiles(rng: jax.Array, images: jax.Array, tile_size: int, grid: int = 3) -> jax.Array:
+def puzzle_tiles(rng: jax.Array, images: jax.Array, tile_size: int, grid: int = 3, shared_offset: bool = False) -> jax.Array:
   """A grid x grid puzzle of each image: tiles [B, grid^2, tile, tile, C] in row-major order.
 
   Each cell of the grid is H // grid pixels; its tile is `tile_size` pixels at a random offset
   inside the cell, drawn per image and per tile, so neighbouring tiles are separated by a random
   gap and their edges do not line up (the paper's counter-measures against solving the puzzle
-  from edge continuity).
+  from edge continuity). `shared_offset`: one offset for all tiles of an image (Mundhenk et al.'s
+  "yoked" jitter: the gaps stay equal, only the grid moves).
   """
   batch, height, width, channels = images.shape
   cell = min(height, width) // grid
   if not 0 < tile_size <= cell:
     raise ValueError(f"Jigsaw tiles of {tile_size} px do not fit cells of {cell} px ({height}x{width} images, {grid}x{grid} grid); lower the tile size or raise the image size.")
   slack = cell - tile_size
-  offsets = jax.random.randint(rng, (batch, grid * grid, 2), 0, slack + 1)
+  offsets = jax.random.randint(rng, (batch, 1 if shared_offset else grid * grid, 2), 0, slack + 1)
   corners = jnp.stack(jnp.meshgrid(jnp.arange(grid), jnp.arange(grid), indexing="ij"), -1).reshape(-1, 2) * cell
-  starts = corners[None] + offsets  # [B, tiles, 2]: (row, column) of each tile's top-left pixel
+  starts = jnp.broadcast_to(corners[None] + offsets, (batch, grid * grid, 2))  # [B, tiles, 2]: (row, column) of each tile's top-left pixel
 
   def cut(image, start):
     return jax.lax.dynamic_slice(image, (start[0], start[1], 0), (tile_size, tile_size, channels))
@@ -116,3 +117,74 @@ def sinkhorn_normalize(matrices: jax.Array, iterations: int, epsilon: float = 1e
     matrices = matrices / matrices.sum(axis=-1, keepdims=True)
     matrices = matrices / matrices.sum(axis=-2, keepdims=True)
   return matrices
+
+
+# ----------------------------------------------------------------------------------------------
+# Relative position (Doersch, Gupta, Efros 2015) and the counter-measures of Mundhenk et al. 2018.
+# ----------------------------------------------------------------------------------------------
+
+CENTRE = 4  # the middle tile of a 3 x 3 grid
+NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # the 8 positions around it, labelled 0..7 in this order
+# Green-magenta, the colour axis along which chromatic aberration separates (Doersch et al. 4.2).
+_GREEN_MAGENTA = np.array([-1.0, 2.0, -1.0], np.float32) / np.sqrt(6.0)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def centre_neighbour_pairs(tiles: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The centre tile paired with each of its 8 neighbours (mmselfsup's relative-location pairs).
+
+  tiles [B, 9, ...] -> centres [B, ...], neighbours [B, 8, ...], labels [B, 8] (0..7).
+  """
+  labels = jnp.broadcast_to(jnp.arange(len(NEIGHBOURS), dtype=jnp.int32), (tiles.shape[0], len(NEIGHBOURS)))
+  return tiles[:, CENTRE], tiles[:, jnp.array(NEIGHBOURS)], labels
+
+
+def drop_colour(rng: jax.Array, patches: jax.Array) -> jax.Array:
+  """Keeps one random channel per patch (mean-subtracted) and replaces the other two with
+  uniform noise in [-0.5, 0.5] (the official code's colour dropping). patches [N, h, w, 3] in [0, 1]."""
+  keep_rng, noise_rng = jax.random.split(rng)
+  keep = jax.nn.one_hot(jax.random.randint(keep_rng, (patches.shape[0],), 0, 3), 3, dtype=patches.dtype)[:, None, None, :]
+  noise = jax.random.uniform(noise_rng, patches.shape, patches.dtype, -0.5, 0.5)
+  kept = patches - patches.mean(axis=(1, 2), keepdims=True)
+  return keep * kept + (1 - keep) * noise
+
+
+def project_out_green_magenta(patches: jax.Array) -> jax.Array:
+  """Removes each pixel's green-magenta component (Doersch et al.'s colour projection)."""
+  axis = jnp.asarray(_GREEN_MAGENTA, patches.dtype)
+  return patches - (patches @ axis)[..., None] * axis
+
+
+def blur_chroma(patches: jax.Array, sigma: float) -> jax.Array:
+  """Blurs the colour but not the brightness of each patch (Mundhenk et al.'s chroma blurring):
+  the image is split into luma and the two colour differences from it, which alone are blurred."""
+  from jaxssl.transforms import augment  # pylint: disable=g-import-not-at-top
+
+  luma = (patches @ jnp.asarray(_LUMA, patches.dtype))[..., None]
+  chroma = patches - luma
+  size = max(3, 2 * int(np.ceil(2 * sigma)) + 1)
+  kernel = augment.gaussian_kernel1d(sigma, size)
+  blurred = augment._blur_axis(augment._blur_axis(chroma, kernel, axis=-3), kernel, axis=-2)  # pylint: disable=protected-access
+  return luma + blurred
+
+
+def random_aperture(rng: jax.Array, patches: jax.Array, probability: float, min_fraction: float = 0.5) -> jax.Array:
+  """With `probability`, keeps only a random square window of each patch (side `min_fraction` to
+  1 of the patch) and sets the rest to 0, the mean of a normalised patch (Mundhenk et al.'s
+  random aperture: no patch is always seen whole, so its border cannot be relied on)."""
+  n, height, width = patches.shape[:3]
+  use_rng, side_rng, corner_rng = jax.random.split(rng, 3)
+  side = jnp.round(jax.random.uniform(side_rng, (n,), minval=min_fraction, maxval=1.0) * height)
+  corner = jax.random.uniform(corner_rng, (n, 2)) * (jnp.array([height, width]) - side[:, None])
+  rows, cols = jnp.arange(height)[None, :, None], jnp.arange(width)[None, None, :]
+  inside = ((rows >= corner[:, :1, None]) & (rows < corner[:, :1, None] + side[:, None, None])
+            & (cols >= corner[:, 1:, None]) & (cols < corner[:, 1:, None] + side[:, None, None]))
+  use = jax.random.uniform(use_rng, (n,)) < probability
+  mask = jnp.where(use[:, None, None], inside, True)
+  return patches * mask[..., None].astype(patches.dtype)
+
+
+def rotate_each(images: jax.Array, turns: jax.Array) -> jax.Array:
+  """Turns image i counter-clockwise by 90 x turns[i] degrees: [B, H, H, C], [B] -> [B, H, H, C]."""
+  rotated = jnp.stack([jnp.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)], axis=1)
+  return jnp.take_along_axis(rotated, turns.reshape(-1, 1, 1, 1, 1), axis=1)[:, 0]
