@@ -74,6 +74,13 @@ PRESETS = (
     Preset("configs/vicreg.py:quick"),
     Preset("configs/byol.py:quick", "documented exception: the bootstrap target has nothing to start from here"),
     Preset("configs/byol.py", "documented exception, 600 steps"),
+    # The pretext tasks, on builtin:scenes (their CPU data: an upright, a layout, object colours).
+    Preset("configs/rotnet.py:quick", "on builtin:scenes"),
+    Preset("configs/rotation_decoupling.py:quick", "on builtin:scenes"),
+    Preset("configs/jigsaw.py:quick", "on builtin:scenes, 48 px"),
+    Preset("configs/deeppermnet.py:quick", "on builtin:scenes, 48 px"),
+    Preset("configs/relative_position.py:quick", "on builtin:scenes, 48 px"),
+    Preset("configs/exemplar.py:quick", "on builtin:scenes, 1280 exemplars"),
 )
 IMAGE_METHODS = ("simclr", "moco", "moco_v3", "npid", "swav", "dino", "barlow_twins", "simsiam", "vicreg", "byol")
 HELD_OUT = tuple(Preset(f"configs/{method}.py", data=HELD_OUT_DATA) for method in IMAGE_METHODS)
