@@ -28,6 +28,7 @@ from jaxssl.data import views as views_lib
 from jaxssl.data.base import DataSpec
 from jaxssl.errors import UserError
 from jaxssl.evaluation import evaluator as evaluator_lib
+from jaxssl.evaluation import robustness
 from jaxssl.evaluation import monitors, plots
 from jaxssl.methods.base import TrainState
 
@@ -343,6 +344,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     print("Evaluating: kNN and linear probe of the trained encoder, random init and raw pixels ...", flush=True)
     random_state = create(init_rng)
     summary.update(evaluator.full(state.params, state.extra, random_state.params, random_state.extra))
+    if hasattr(method, "classify"):  # a classifier (SSL for robustness): corruptions and OOD detection
+      print("Evaluating: accuracy under corruptions and out-of-distribution detection ...", flush=True)
+      summary.update(robustness.evaluate(config, method, mesh, state.params, state.extra, evaluator.test, data_spec))
     knn_history.append({"step": int(step), "knn_top1": summary["knn_top1"]})
   summary["train_seconds"] = round(train_seconds, 1)
   summary["wall_seconds"] = round(time.time() - start_time, 1)

@@ -26,6 +26,7 @@ REGISTRY = {
     "jigsaw": "jaxssl.methods.jigsaw:Jigsaw",
     "exemplar": "jaxssl.methods.exemplar:Exemplar",
     "relative_position": "jaxssl.methods.relative_position:RelativePosition",
+    "ssl_robustness": "jaxssl.methods.ssl_robustness:SSLRobustness",
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
 }
 

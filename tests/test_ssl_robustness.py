@@ -1,0 +1,76 @@
+"""SSL for robustness: the corruptions, AUROC by hand, the loss's two parts, one step on 1 vs 8
+devices, and the robustness evaluation on a tiny trained state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl import methods, optim, parallel, train
+from jaxssl.data.base import DataSpec
+from jaxssl.evaluation import robustness
+from tests import helpers
+from tests.test_moco import _batch, compare_one_step_float64
+
+from configs import ssl_robustness as robustness_config  # noqa: E402
+
+
+def test_corruptions_grow_with_severity_and_stay_in_range():
+  images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+  for name in robustness.SEVERITIES:
+    changes = []
+    for severity in range(1, 6):
+      out = robustness.corrupt(jax.random.key(1), images, name, severity)
+      assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+      changes.append(float(jnp.abs(out - images).mean()))
+    assert changes[0] > 0 and changes[-1] > changes[0], name
+  with pytest.raises(ValueError, match="severities"):
+    robustness.corrupt(jax.random.key(1), images, "contrast", 6)
+
+
+def test_auroc_by_hand():
+  assert robustness.auroc(np.array([0.1, 0.2]), np.array([0.3, 0.4])) == 100.0
+  assert robustness.auroc(np.array([0.3, 0.4]), np.array([0.1, 0.2])) == 0.0
+  # Pairs (in, out): (1, 2) right, (3, 2) wrong, (1, 1) tie, (3, 1) wrong -> 1.5 of 4.
+  assert robustness.auroc(np.array([1.0, 3.0]), np.array([2.0, 1.0])) == pytest.approx(37.5)
+
+
+def test_ood_scores():
+  logits = np.array([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+  scores = robustness.ood_scores(logits, np.array([0.1, 0.1]))
+  assert scores["msp"][1] > scores["msp"][0]  # the uniform prediction looks more OOD
+  np.testing.assert_allclose(scores["kl_plus_rotation"][1], 0.1, atol=1e-6)  # KL(U || U) = 0
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = helpers.tiny_config(robustness_config.get_config("quick"), **{"robustness.corruptions": ["gaussian_noise"], "robustness.ood_data": "builtin:patterns"})
+  method = methods.make_method(config, num_classes=10)
+  tx = optim.make_optimizer(config)
+  state = train.create_train_state(method, tx, jax.random.key(0))
+  return config, method, tx, state, _batch(config)
+
+
+def test_loss_is_classification_plus_weighted_rotation(setup):
+  config, method, _, state, batch = setup
+  total, aux = method.loss(state.params, state.extra, batch, jax.random.key(1), 0)
+  metrics = aux["metrics"]
+  expected = metrics["classification_loss"] + config.robustness.aux_weight * metrics["rotation_loss"]
+  np.testing.assert_allclose(total, expected, rtol=1e-6)
+  assert config.robustness.aux_weight == 0.5 and robustness_config.get_config("baseline").robustness.aux_weight == 0.0
+
+
+def test_one_step_same_on_1_and_8_devices_float64(setup):
+  config, method, tx, state, batch = setup
+  loss, _, _ = compare_one_step_float64(method, tx, config, state, {k: batch[k] for k in ("view0", "label")})
+  assert np.isfinite(loss)
+
+
+def test_evaluation_reports_clean_corrupted_and_ood(setup):
+  config, method, _, state, _ = setup
+  rng = np.random.default_rng(0)
+  test = {"image": rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), "label": rng.integers(0, 10, 40).astype(np.int32)}
+  spec = DataSpec.from_config(config.data)
+  results = robustness.evaluate(config, method, parallel.make_mesh(), state.params, state.extra, test, spec)
+  assert set(results) >= {"robustness_clean_top1", "robustness_corrupted_top1", "robustness_gaussian_noise_5_top1", "robustness_ood_auroc_msp", "robustness_ood_auroc_kl_plus_rotation"}
+  assert all(0.0 <= v <= 100.0 for v in results.values())
