@@ -72,6 +72,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.projection_dim = 128  # official: Linear(2048, 128) + L2 normalisation
 
   c.decoupling = ml_collections.ConfigDict()
+  # official: AlexNet's fc7 (4096) is split; here a Linear-BN-ReLU layer on the pooled features
+  # (0: split the pooled features themselves).
+  c.decoupling.feature_dim = 512
   c.decoupling.rotation_fraction = 0.5  # official: fc7's first 2048 of 4096 features
   c.decoupling.rotation_weight = 1.0  # official: 1
   c.decoupling.invariance_weight = 1.0  # official: 1
@@ -127,6 +130,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     c.total_steps = 245 * 6673  # official: 245 epochs of 1.28M images at 192
     c.optimizer.base_learning_rate = 0.01 * 256 / 192  # official: 0.01 at 192
     c.npid.loss = "nce"  # official
+    c.decoupling.feature_dim = 4096  # official: fc7
     c.checkpoint_every = 5000
     c.eval.knn_every = 0
     c.eval.max_train_examples = 100000

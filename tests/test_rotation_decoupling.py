@@ -23,7 +23,7 @@ def test_positive_unlabelled_weights_by_hand():
 @pytest.fixture(scope="module")
 def setup():
   config = helpers.tiny_config(
-      decoupling_config.get_config("quick"), **{"model.projection_dim": 8, "npid.bank_size": 1440, "decoupling.pu_start_step": 1}
+      decoupling_config.get_config("quick"), **{"model.projection_dim": 8, "npid.bank_size": 1440, "decoupling.pu_start_step": 1, "decoupling.feature_dim": 16}
   )
   method = methods.make_method(config, num_classes=10)
   tx = optim.make_optimizer(config)

@@ -39,6 +39,18 @@ from jaxssl.models import functional
 from jaxssl.transforms import augment, pretext
 
 
+class FeatureLayer(nnx.Module):
+  """Linear-BN-ReLU on the backbone's pooled features: the official AlexNet's fc7, the layer
+  whose output is split (`decoupling.feature_dim`)."""
+
+  def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+    self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
+    self.norm = nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nnx.relu(self.norm(self.linear(x)))
+
+
 def positive_unlabelled_weights(upright_probability: jax.Array, gamma: float) -> jax.Array:
   """w = 1 - p^gamma for the rotated inputs, 1 for the upright one: [..., 4] -> [..., 4]."""
   weights = 1.0 - upright_probability**gamma
@@ -57,7 +69,9 @@ class RotationDecoupling:
     self.bank_size = dictionaries.memory_bank_size(config.npid.bank_size, num_train_examples)
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
-    self.backbone, self.rotation_head, self.invariant_head, self.probe = (functional.split_module(m)[0] for m in abstract)
+    self.backbone, self.feature_layer, self.rotation_head, self.invariant_head, self.probe = (
+        functional.split_module(m)[0] for m in abstract
+    )
 
   def _split(self, num_features: int) -> int:
     """Features [:split] are rotation-related, [split:] rotation-irrelevant."""
@@ -65,22 +79,26 @@ class RotationDecoupling:
 
   def _networks(self, rngs: nnx.Rngs) -> tuple[nnx.Module, ...]:
     backbone = models.make_backbone(self.config.model, rngs)
-    split = self._split(backbone.num_features)
+    width = self.config.decoupling.feature_dim
+    # With feature_dim 0 the backbone's pooled features are split directly (an identity layer).
+    feature_layer = FeatureLayer(backbone.num_features, width, rngs=rngs) if width else nnx.Sequential(lambda x: x)
+    width = width or backbone.num_features
+    split = self._split(width)
     rotation_head = nnx.Linear(split, pretext.NUM_ROTATIONS, rngs=rngs)
     # Official `LinearTransformationNorm`: one linear layer, then L2 normalisation (in `loss`).
-    invariant_head = nnx.Linear(backbone.num_features - split, self.config.model.projection_dim, rngs=rngs)
+    invariant_head = nnx.Linear(width - split, self.config.model.projection_dim, rngs=rngs)
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
-    return backbone, rotation_head, invariant_head, probe
+    return backbone, feature_layer, rotation_head, invariant_head, probe
 
   def init(self, rng: jax.Array) -> tuple[dict, dict]:
     network_rng, bank_rng = jax.random.split(rng)
-    names = ("backbone", "rotation_head", "invariant_head", "probe")
+    names = ("backbone", "feature_layer", "rotation_head", "invariant_head", "probe")
     _, params, stats = zip(*(functional.split_module(m) for m in self._networks(nnx.Rngs(network_rng))))
     params = dict(zip(names, params))
     if not self.num_classes:
       del params["probe"]
     extra = {
-        "batch_stats": {"backbone": stats[0]},
+        "batch_stats": {"backbone": stats[0], "feature_layer": stats[1]},
         "memory_bank": dictionaries.init_memory_bank(bank_rng, self.bank_size, self.config.model.projection_dim),
         "log_normalizer": jnp.full((), jnp.nan, jnp.float32),
         # Nothing is known to look upright before the first visit: weight 1 everywhere.
@@ -96,7 +114,8 @@ class RotationDecoupling:
     view_rng, noise_rng = jax.random.split(rng)
     (images,) = view_images(view_rng, (batch["view0"],), self.view_specs[:1])
     rotated, rotation_labels = pretext.four_rotations(images)
-    features, backbone_stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], rotated, train=True)
+    pooled, backbone_stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], rotated, train=True)
+    features, feature_stats = self.feature_layer(params["feature_layer"], extra["batch_stats"]["feature_layer"], pooled, train=True)
     split = self._split(features.shape[-1])
     batch_size = images.shape[0]
 
@@ -126,13 +145,13 @@ class RotationDecoupling:
         "mean_pu_weight": jnp.mean(weights),
     }
     if self.num_classes:
-      upright = features[:: pretext.NUM_ROTATIONS]
+      upright = pooled[:: pretext.NUM_ROTATIONS]
       probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], upright, batch["label"])
       total = total + probe_loss
       metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
     upright_probability = jax.nn.softmax(logits.astype(jnp.float32))[:, 0].reshape(batch_size, pretext.NUM_ROTATIONS)
     aux = {
-        "batch_stats": {"backbone": backbone_stats},
+        "batch_stats": {"backbone": backbone_stats, "feature_layer": feature_stats},
         "embeddings": jax.lax.stop_gradient(embeddings),
         "upright_probability": jax.lax.stop_gradient(upright_probability),
         "indices": indices,
