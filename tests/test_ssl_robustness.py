@@ -39,7 +39,8 @@ def test_ood_scores():
   logits = np.array([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
   scores = robustness.ood_scores(logits, np.array([0.1, 0.1]))
   assert scores["msp"][1] > scores["msp"][0]  # the uniform prediction looks more OOD
-  np.testing.assert_allclose(scores["kl_plus_rotation"][1], 0.1, atol=1e-6)  # KL(U || U) = 0
+  np.testing.assert_allclose(scores["rotation_minus_kl"][1], 0.1, atol=1e-6)  # KL(U || U) = 0
+  assert scores["rotation_minus_kl"][1] > scores["rotation_minus_kl"][0]
 
 
 @pytest.fixture(scope="module")
@@ -72,5 +73,5 @@ def test_evaluation_reports_clean_corrupted_and_ood(setup):
   test = {"image": rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), "label": rng.integers(0, 10, 40).astype(np.int32)}
   spec = DataSpec.from_config(config.data)
   results = robustness.evaluate(config, method, parallel.make_mesh(), state.params, state.extra, test, spec)
-  assert set(results) >= {"robustness_clean_top1", "robustness_corrupted_top1", "robustness_gaussian_noise_5_top1", "robustness_ood_auroc_msp", "robustness_ood_auroc_kl_plus_rotation"}
+  assert set(results) >= {"robustness_clean_top1", "robustness_corrupted_top1", "robustness_gaussian_noise_5_top1", "robustness_ood_auroc_msp", "robustness_ood_auroc_rotation_minus_kl"}
   assert all(0.0 <= v <= 100.0 for v in results.values())

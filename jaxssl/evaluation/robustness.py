@@ -5,8 +5,8 @@
   contrast and brightness, each applied to the clean test images on the device.
 * Out-of-distribution detection: test images of the training data against those of another
   source (`config.robustness.ood_data`), scored by the maximum softmax probability (the
-  baseline: score = -max p) and by the paper's score, KL(uniform || p) plus the mean rotation
-  loss over the four rotations; AUROC with the OOD images as positives.
+  baseline: score = -max p) and by the paper's score, the mean rotation loss over the four
+  rotations minus KL(uniform || p); AUROC with the OOD images as positives.
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 
 
 def ood_scores(class_logits: np.ndarray, rotation_loss: np.ndarray) -> dict[str, np.ndarray]:
-  """Higher means more likely out of distribution: -max softmax, and KL(U || p) + rotation loss."""
+  """Higher means more likely out of distribution: -max softmax, and the paper's rotation loss
+  minus KL(U || p) (a confident prediction, far from uniform, speaks for in-distribution)."""
   log_probs = jax.nn.log_softmax(jnp.asarray(class_logits, jnp.float32))
   num_classes = class_logits.shape[-1]
   kl_from_uniform = -jnp.log(num_classes) - log_probs.mean(-1)
-  return {"msp": -np.asarray(jnp.exp(log_probs).max(-1)), "kl_plus_rotation": np.asarray(kl_from_uniform) + np.asarray(rotation_loss)}
+  return {"msp": -np.asarray(jnp.exp(log_probs).max(-1)), "rotation_minus_kl": np.asarray(rotation_loss) - np.asarray(kl_from_uniform)}
 
 
 def evaluate(config, method, mesh, params, extra, test_arrays: dict, data_spec: DataSpec) -> dict[str, float]:

@@ -11,7 +11,7 @@ heads on the same backbone features:
 evaluation (`jaxssl.evaluation.robustness`, written to eval/summary.json) measures what the
 paper reports: clean accuracy, accuracy under common corruptions at five severities, and
 out-of-distribution detection (AUROC) with the maximum softmax probability and with the paper's
-score, which adds the rotation loss to the KL divergence of the prediction from uniform.
+score, the rotation loss minus the KL divergence of the prediction from uniform.
 """
 
 from __future__ import annotations
