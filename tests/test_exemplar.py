@@ -2,7 +2,6 @@
 (with their momentum), and one step on 1 vs 8 devices."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
