@@ -101,9 +101,15 @@ def git(*args: str) -> str:
   return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
 
+# What the harness writes itself: a second invocation in the same checkout must not count its
+# predecessor's tables as uncommitted code.
+OUTPUTS = ("experiments/results", "README.md", "experiments/README.md")
+
+
 def checkout_state() -> tuple[str, bool]:
-  """(short commit, whether tracked files differ from it)."""
-  return git("rev-parse", "--short=7", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+  """(short commit, whether tracked files other than the harness's outputs differ from it)."""
+  excluded = [f":(exclude){path}" for path in OUTPUTS]
+  return git("rev-parse", "--short=7", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded))
 
 
 def check_environment() -> list[str]:

@@ -124,3 +124,24 @@ def test_this_install_matches_its_constraints():
 def test_describe_names_versions_and_device():
   described = environment.describe()
   assert described["packages"]["jax"] and described["device_kind"] and described["device_count"] >= 1
+
+
+def test_the_harness_own_outputs_do_not_make_the_checkout_dirty(harness, tmp_path, monkeypatch):
+  """A second invocation in the same clone runs: the tables the first one wrote are not code."""
+  import subprocess
+
+  def run(*args):
+    subprocess.run(args, cwd=tmp_path, check=True, capture_output=True)
+
+  run("git", "init", "-q")
+  (tmp_path / "experiments" / "results").mkdir(parents=True)
+  for name in ("README.md", "experiments/README.md", "experiments/results/results.json", "code.py"):
+    (tmp_path / name).write_text("x\n")
+  run("git", "add", "-A")
+  run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+  monkeypatch.setattr(harness, "ROOT", tmp_path)
+  for name in ("README.md", "experiments/README.md", "experiments/results/results.json"):
+    (tmp_path / name).write_text("a table\n")
+  assert harness.checkout_state()[1] is False
+  (tmp_path / "code.py").write_text("changed\n")
+  assert harness.checkout_state()[1] is True
