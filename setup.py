@@ -17,6 +17,7 @@ setuptools.setup(
         "tensorflow-datasets",
         "ml_collections",
         "clu",
+        "dm-pix",  # DeepMind's JAX image ops: colour conversions, blur, solarisation
         # clu's metric writers import TensorFlow and TensorBoard.
         "tensorflow-cpu",
         "tensorboard",

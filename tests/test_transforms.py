@@ -1,5 +1,6 @@
 """Tests for the on-device image augmentations in jaxssl.transforms.augment."""
 
+import colorsys
 import dataclasses
 import functools
 
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import scipy.ndimage
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -71,7 +73,7 @@ def test_brightness():
 
 def test_contrast():
   img = jnp.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], [[0.2, 0.4, 0.6], [1.0, 1.0, 1.0]]])
-  lum = 0.299 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+  lum = 0.2989 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
   mean = float(jnp.mean(lum))
   np.testing.assert_allclose(augment.adjust_contrast(img, 0.0), np.full(img.shape, mean), atol=1e-6)
   np.testing.assert_allclose(augment.adjust_contrast(img, 1.0), img, atol=1e-6)
@@ -89,10 +91,11 @@ def test_saturation():
 
 
 def test_grayscale_weights():
+  # torchvision's rgb_to_grayscale weights (PIL rounds the red one to 0.299).
   img = jnp.array([[RED, GREEN, BLUE, (0.5, 0.5, 0.5)]])
   out = augment.to_grayscale(img)
   assert out.shape == img.shape
-  expected = np.array([0.299, 0.587, 0.114, 0.5])[None, :, None] * np.ones((1, 4, 3))
+  expected = np.array([0.2989, 0.587, 0.114, 0.5 * 0.9999])[None, :, None] * np.ones((1, 4, 3))
   np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
@@ -113,17 +116,18 @@ def test_hue_identity():
   img = jnp.asarray(_random_uint8(0, (4, 4, 3)), jnp.float32) / 255.0
   np.testing.assert_allclose(hue_jit(img, 0.0), img, atol=1e-6)
   np.testing.assert_allclose(hue_jit(img, 1.0), img, atol=1e-5)
-  round_trip = jax.jit(lambda x: augment.hsv_to_rgb(augment.rgb_to_hsv(x)))
-  np.testing.assert_allclose(round_trip(img), img, atol=1e-6)
   # Gray pixels have no hue to rotate.
   gray = jnp.full((4, 4, 3), 0.4)
   np.testing.assert_allclose(hue_jit(gray, 0.25), gray, atol=1e-6)
 
 
-def test_rgb_to_hsv_values():
-  hsv = augment.rgb_to_hsv(jnp.array([RED, GREEN, BLUE, (0.0, 0.0, 0.0), (0.5, 0.25, 0.0)]))
-  expected = [(0.0, 1.0, 1.0), (1 / 3, 1.0, 1.0), (2 / 3, 1.0, 1.0), (0.0, 0.0, 0.0), (1 / 12, 1.0, 0.5)]
-  np.testing.assert_allclose(hsv, expected, atol=1e-6)
+def test_hue_matches_colorsys():
+  # Python's colorsys is an independent definition of the HSV round trip.
+  img = np.asarray(_random_uint8(1, (6, 6, 3)), np.float32) / 255.0
+  for delta in (0.1, 0.45, -0.3):
+    expected = [colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
+                for h, s, v in (colorsys.rgb_to_hsv(*pixel) for pixel in img.reshape(-1, 3))]
+    np.testing.assert_allclose(hue_jit(img, delta), np.reshape(expected, img.shape), atol=1e-5)
 
 
 def test_solarize():
@@ -165,6 +169,16 @@ def test_blur_delta():
   np.testing.assert_allclose(out[2:7, 2:7, 0], np.outer(k, k), atol=1e-6)
   # A tiny sigma leaves the image (almost) unchanged.
   np.testing.assert_allclose(blur_jit(img, 1e-3, 5), img, atol=1e-6)
+
+
+def test_blur_reflects_borders_like_torchvision():
+  # torchvision pads by reflection without repeating the edge: scipy's "mirror" mode.
+  img = np.asarray(_random_uint8(2, (10, 12, 3)), np.float32) / 255.0
+  sigma, size = 1.3, 5
+  kernel = np.exp(-0.5 * (np.arange(-2, 3) / sigma) ** 2)
+  kernel /= kernel.sum()
+  expected = scipy.ndimage.correlate1d(scipy.ndimage.correlate1d(img, kernel, axis=0, mode="mirror"), kernel, axis=1, mode="mirror")
+  np.testing.assert_allclose(blur_jit(img, sigma, size), expected, atol=1e-6)
 
 
 def test_blur_rejects_even_kernel():

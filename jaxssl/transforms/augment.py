@@ -32,6 +32,11 @@ where ``image_size = min(height, width)``. At 224 pixels this is exactly the
 paper's setting. The kernel size depends only on the (static) image shape, so
 the augmentation compiles once per input shape.
 
+Grayscale, the hue rotation (through dm-pix's HSV conversions) and
+solarisation are dm-pix's; brightness, contrast, saturation and the blur are
+written here, each saying why (dm-pix follows tf.image's definitions of the
+first three, not torchvision's).
+
 Decisions for each example (apply jitter or not, which order, factors, ...) are
 drawn by :func:`sample_augment_params` and applied by
 :func:`apply_augment_params`; :func:`augment_images` does both for a batch.
@@ -48,6 +53,7 @@ import functools
 import math
 from typing import Any, NamedTuple
 
+import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -55,9 +61,6 @@ import ml_collections
 # Per-channel statistics of ImageNet, for inputs in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# ITU-R BT.601 luma weights, as used by torchvision, PIL and tf.image.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 # Image size at which `AugmentSpec.blur_sigma` is expressed (BYOL's crop size).
 BLUR_REFERENCE_SIZE = 224
@@ -178,10 +181,8 @@ def _blend(img1: jax.Array, img2: jax.Array, ratio) -> jax.Array:
 
 
 def luminance(img: jax.Array) -> jax.Array:
-  """ITU-R 601 luma of an RGB image: [..., 3] -> [...]."""
-  r, g, b = img[..., 0], img[..., 1], img[..., 2]
-  wr, wg, wb = LUMA_WEIGHTS
-  return wr * r + wg * g + wb * b
+  """ITU-R 601 luma of an RGB image, with torchvision's weights (0.2989, 0.587, 0.114): [..., 3] -> [...]."""
+  return pix.rgb_to_grayscale(img, luma_standard="rec601")[..., 0]
 
 
 def to_grayscale(img: jax.Array) -> jax.Array:
@@ -191,10 +192,15 @@ def to_grayscale(img: jax.Array) -> jax.Array:
     img: [..., 3] RGB values in [0, 1].
 
   Returns:
-    [..., 3] where every channel equals 0.299 R + 0.587 G + 0.114 B.
+    [..., 3] where every channel equals 0.2989 R + 0.587 G + 0.114 B.
   """
-  gray = luminance(img)[..., None]
-  return jnp.broadcast_to(gray, img.shape)
+  return pix.rgb_to_grayscale(img, keep_dims=True, luma_standard="rec601")
+
+
+# Brightness, contrast and saturation stay hand-written: dm-pix implements tf.image's
+# definitions (an additive brightness shift, contrast about each channel's own mean, saturation
+# scaled in HSV), while BYOL's paper and torchvision, which this pipeline follows, multiply the
+# brightness, take the contrast about the mean luminance and blend with the grayscale image.
 
 
 def adjust_brightness(img: jax.Array, factor) -> jax.Array:
@@ -236,54 +242,11 @@ def adjust_saturation(img: jax.Array, factor) -> jax.Array:
   return _blend(img, to_grayscale(img), factor)
 
 
-def rgb_to_hsv(img: jax.Array) -> jax.Array:
-  """Converts RGB in [0, 1] to HSV, all three components in [0, 1].
-
-  Hue is a fraction of a full turn (0 red, 1/3 green, 2/3 blue). Gray pixels
-  get hue 0 and black pixels saturation 0.
-
-  Args:
-    img: [..., 3] RGB values.
-
-  Returns:
-    [..., 3] HSV values.
-  """
-  r, g, b = img[..., 0], img[..., 1], img[..., 2]
-  maxc = jnp.max(img, axis=-1)
-  minc = jnp.min(img, axis=-1)
-  delta = maxc - minc
-  s = jnp.where(maxc > 0, delta / jnp.where(maxc > 0, maxc, 1.0), 0.0)
-  safe_delta = jnp.where(delta > 0, delta, 1.0)
-  h = jnp.where(
-      maxc == r,
-      (g - b) / safe_delta,
-      jnp.where(maxc == g, 2.0 + (b - r) / safe_delta,
-                4.0 + (r - g) / safe_delta))
-  h = jnp.where(delta > 0, jnp.mod(h / 6.0, 1.0), 0.0)
-  return jnp.stack([h, s, maxc], axis=-1)
-
-
-def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
-  """Inverse of `rgb_to_hsv`: [..., 3] HSV in [0, 1] -> RGB in [0, 1]."""
-  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-  h6 = jnp.mod(h, 1.0) * 6.0
-
-  def channel(n):
-    # Piecewise-linear form of the usual sector-based conversion: the channel
-    # is at full value within 60 degrees of its primary and falls off to
-    # v * (1 - s) over the next 60 degrees.
-    k = jnp.mod(n + h6, 6.0)
-    return v - v * s * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
-
-  return jnp.stack([channel(5.0), channel(3.0), channel(1.0)], axis=-1)
-
-
 def adjust_hue(img: jax.Array, delta) -> jax.Array:
-  """Rotates the hue of every pixel, as torchvision and tf.image do.
+  """Rotates the hue of every pixel by ``delta`` turns, as torchvision and tf.image do.
 
-  The image goes through HSV, the hue is shifted by ``delta`` modulo 1 and the
-  result is converted back; saturation and value are unchanged. A delta of 0
-  or 1 leaves the image unchanged, 1/3 turns red into green.
+  The image goes through HSV and back with saturation and value unchanged: a
+  delta of 0 or 1 leaves it unchanged, 1/3 turns red into green.
 
   Args:
     img: [..., 3] RGB values in [0, 1].
@@ -292,14 +255,12 @@ def adjust_hue(img: jax.Array, delta) -> jax.Array:
   Returns:
     The adjusted image, clipped to [0, 1].
   """
-  hsv = rgb_to_hsv(img)
-  h = jnp.mod(hsv[..., 0] + delta, 1.0)
-  return _clip(hsv_to_rgb(hsv.at[..., 0].set(h)))
+  return _clip(pix.adjust_hue(img, delta))
 
 
 def solarize(img: jax.Array, threshold) -> jax.Array:
   """Inverts values at or above ``threshold``: x if x < t else 1 - x."""
-  return jnp.where(img < threshold, img, 1.0 - img)
+  return pix.solarize(img, threshold)
 
 
 def blur_kernel_size(image_size: int, fraction: float = 0.1) -> int:
@@ -352,26 +313,44 @@ def gaussian_kernel1d(sigma, kernel_size: int) -> jax.Array:
   return kernel / jnp.sum(kernel)
 
 
-def _blur_axis(img: jax.Array, kernel: jax.Array, axis: int) -> jax.Array:
-  """Convolves ``img`` with a symmetric 1-D ``kernel`` along ``axis``."""
-  kernel_size = kernel.shape[0]
-  radius = kernel_size // 2
-  n = img.shape[axis]
-  pad = [(0, 0)] * img.ndim
+def _blur_axis(images: jax.Array, kernel: jax.Array, axis: int) -> jax.Array:
+  """Convolves ``images`` with a symmetric 1-D ``kernel`` along ``axis``, reflecting the borders."""
+  radius = kernel.shape[0] // 2
+  n = images.shape[axis]
+  pad = [(0, 0)] * images.ndim
   pad[axis] = (radius, radius)
-  # Reflect padding (as torchvision) needs the image to be wider than the
-  # padding; fall back to repeating the edge for tiny images.
+  # Reflection needs the image to be wider than the padding; tiny images repeat their edge.
   mode = "reflect" if radius < n else "edge"
-  padded = jnp.pad(img, pad, mode=mode)
-  out = jnp.zeros_like(img)
-  for i in range(kernel_size):
-    window = jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
-    out = out + kernel[i] * window
+  padded = jnp.pad(images, pad, mode=mode)
+  out = jnp.zeros_like(images)
+  for i in range(kernel.shape[0]):
+    out = out + kernel[i] * jax.lax.slice_in_dim(padded, i, i + n, axis=axis)
   return out
 
 
+def blur(images: jax.Array, sigma, kernel_size: int) -> jax.Array:
+  """Separable Gaussian blur over the two spatial axes, reflecting the borders, unclipped.
+
+  Hand-written rather than dm-pix's `gaussian_blur` for two reasons: dm-pix pads
+  with zeros, which darkens the border, where torchvision (and BYOL) reflect the
+  image; and its depthwise convolution, vmapped with one sigma per example over a
+  batch sharded along an explicit mesh axis, needs a reshape that JAX cannot
+  shard, while these shifted sums shard like any elementwise op.
+
+  Args:
+    images: [H, W, C] or [N, H, W, C] values.
+    sigma: Scalar standard deviation in pixels (may be traced; 0 leaves the image unchanged).
+    kernel_size: Static odd kernel size, used along both axes.
+
+  Returns:
+    The blurred images, of the input's shape.
+  """
+  kernel = gaussian_kernel1d(sigma, kernel_size)
+  return _blur_axis(_blur_axis(images, kernel, axis=images.ndim - 3), kernel, axis=images.ndim - 2)
+
+
 def gaussian_blur(img: jax.Array, sigma, kernel_size: int) -> jax.Array:
-  """Separable Gaussian blur of one image.
+  """Gaussian blur of one image (BYOL's blur), clipped to [0, 1].
 
   Args:
     img: [H, W, C] values in [0, 1].
@@ -379,13 +358,9 @@ def gaussian_blur(img: jax.Array, sigma, kernel_size: int) -> jax.Array:
     kernel_size: Static odd kernel size, used along both axes.
 
   Returns:
-    The blurred image, clipped to [0, 1]. The kernel sums to 1, so constant
-    images are unchanged.
+    The blurred image. The kernel sums to 1, so constant images are unchanged.
   """
-  kernel = gaussian_kernel1d(sigma, kernel_size)
-  out = _blur_axis(img, kernel, axis=0)
-  out = _blur_axis(out, kernel, axis=1)
-  return _clip(out)
+  return _clip(blur(img, sigma, kernel_size))
 
 
 # ----------------------------------------------------------------------------

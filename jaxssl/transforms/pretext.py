@@ -163,9 +163,7 @@ def blur_chroma(patches: jax.Array, sigma: float) -> jax.Array:
   luma = (patches @ jnp.asarray(_LUMA, patches.dtype))[..., None]
   chroma = patches - luma
   size = max(3, 2 * int(np.ceil(2 * sigma)) + 1)
-  kernel = augment.gaussian_kernel1d(sigma, size)
-  blurred = augment._blur_axis(augment._blur_axis(chroma, kernel, axis=-3), kernel, axis=-2)  # pylint: disable=protected-access
-  return luma + blurred
+  return luma + augment.blur(chroma, sigma, size)
 
 
 def random_aperture(rng: jax.Array, patches: jax.Array, probability: float, min_fraction: float = 0.5) -> jax.Array:
