@@ -40,6 +40,12 @@ RESULTS_DIR = ROOT / "experiments" / "results"
 HELD_OUT_DATA = "builtin:scenes"
 # A preset beats the baselines only with this margin (kNN points over the better baseline).
 MARGIN = 2.0
+# Changes to shared code after which earlier rows no longer describe what the code computes:
+# (commit, what changed). A preset whose newest rows predate one of them is marked stale in the
+# tables until it is re-measured.
+NUMBER_CHANGES = (
+    ("1bed1e8", "augmentation on dm-pix: torchvision's grayscale weights, dm-pix's HSV round trip"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +190,18 @@ def latest_rows(rows: list[dict], presets=PRESETS) -> dict[str, list[dict]]:
   return by_preset
 
 
+def predates(change: str, commit: str) -> bool:
+  """Whether a row's `commit` is older than `change` (does not contain it). Unknown commits are
+  not judged: a row from a clone that is not this one's ancestor cannot be placed."""
+  result = subprocess.run(["git", "merge-base", "--is-ancestor", change, commit.split("+")[0]], cwd=ROOT, capture_output=True)
+  return result.returncode == 1
+
+
+def stale_changes(commit: str, changes=NUMBER_CHANGES, predates=predates) -> list[tuple[str, str]]:
+  """The changes of `changes` that a row measured at `commit` predates."""
+  return [(change, what) for change, what in changes if predates(change, commit)]
+
+
 def margin(row: dict) -> float:
   """kNN points above the better of the two baselines."""
   return row["knn_top1"] - max(row["knn_top1_random_init"], row["knn_top1_pixels"])
@@ -207,9 +225,10 @@ def _environment_line(rows: list[dict]) -> str:
   return "Measured with " + "; and with ".join(lines) + "."
 
 
-def markdown_table(rows: list[dict], presets=PRESETS) -> str:
+def markdown_table(rows: list[dict], presets=PRESETS, changes=NUMBER_CHANGES, predates=predates) -> str:
   """The results table: one line per preset, every seed's kNN, both baselines, the verdict."""
   latest = latest_rows(rows, presets)
+  stale_seen = set()
   lines = [
       "| preset | commit | kNN per seed | random init | raw pixels | linear (mean) | wall s (mean) | beats both baselines by the margin on every seed | note |",
       "|---|---|---|---|---|---|---|---|---|",
@@ -227,13 +246,16 @@ def markdown_table(rows: list[dict], presets=PRESETS) -> str:
     passed = all(margin(r) >= preset.required_margin for r in mine)
     verdict = f"{'yes' if passed else 'no'} (worst {worst:+.1f}, needs +{preset.required_margin:g})"
     flags = [f for f in ("unpinned versions" if any(r.get("unpinned") for r in mine) else "", "dirty tree" if any("dirty" in r["commit"] for r in mine) else "") if f]
-    note = "; ".join(filter(None, [preset.note, *flags]))
+    stale = stale_changes(mine[0]["commit"], changes, predates)
+    stale_seen.update(stale)
+    note = "; ".join(filter(None, [*(f"**stale**: predates {change}" for change, _ in stale), preset.note, *flags]))
     lines.append(
         f"| `{preset.name}` | {mine[0]['commit']} | {knn} | {random_init} | {pixels} | "
         f"{sum(linear) / len(linear) if linear else float('nan'):.1f} | {sum(walls) / len(walls) if walls else float('nan'):.0f} | {verdict} | {note} |"
     )
   environment = _environment_line([r for rs in latest.values() for r in rs])
-  return "\n".join(lines) + ("\n\n" + environment if environment else "") + "\n"
+  legend = [f"Rows marked stale were measured before {change} ({what}) and await re-measurement." for change, what in sorted(stale_seen)]
+  return "\n".join(lines) + "".join("\n\n" + text for text in (*legend, environment) if text) + "\n"
 
 
 def replace_between_markers(text: str, table: str, name: str = "presets") -> str:

@@ -66,6 +66,34 @@ def test_table_flags_rows_from_unpinned_or_dirty_runs(harness):
   assert "unpinned versions" in line and "dirty tree" in line
 
 
+def test_table_marks_rows_measured_before_a_change_of_shared_code(harness):
+  rows = [_row("a.py:quick", 0, "old0000", 40.0), _row("b.py:quick", 0, "new1111", 40.0)]
+  presets = (harness.Preset("a.py:quick"), harness.Preset("b.py:quick"))
+  changes = (("chg2222", "the augmentation changed"),)
+  older = {"old0000"}
+  lines = harness.markdown_table(rows, presets, changes, predates=lambda change, commit: commit in older).splitlines()
+  a_line = next(l for l in lines if l.startswith("| `a"))
+  b_line = next(l for l in lines if l.startswith("| `b"))
+  assert "**stale**: predates chg2222" in a_line
+  assert "stale" not in b_line
+  assert "Rows marked stale were measured before chg2222 (the augmentation changed)" in "\n".join(lines)
+
+
+def test_predates_asks_git_which_commit_is_older(harness, tmp_path, monkeypatch):
+  import subprocess
+
+  def commit(message):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", message], cwd=tmp_path, check=True)
+    return subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+  subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+  before, change, after = commit("a"), commit("b"), commit("c")
+  monkeypatch.setattr(harness, "ROOT", tmp_path)
+  assert harness.predates(change, before) and harness.predates(change, before + "+dirty")
+  assert not harness.predates(change, change) and not harness.predates(change, after)
+  assert not harness.predates(change, "unknown")  # a commit this clone does not have is not judged
+
+
 def test_merge_replaces_only_the_same_preset_seed_and_commit(harness):
   old = [_row("a", 0, "c1", 1.0), _row("a", 1, "c1", 2.0), _row("a", 0, "c0", 3.0)]
   merged = harness.merge_rows(old, [_row("a", 0, "c1", 9.0)])
