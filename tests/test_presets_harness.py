@@ -173,3 +173,25 @@ def test_the_harness_own_outputs_do_not_make_the_checkout_dirty(harness, tmp_pat
   assert harness.checkout_state()[1] is False
   (tmp_path / "code.py").write_text("changed\n")
   assert harness.checkout_state()[1] is True
+
+
+def test_robustness_table_pairs_runs_with_and_without_the_auxiliary_loss():
+  spec = importlib.util.spec_from_file_location("robustness_harness", _HARNESS.parent / "robustness.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert module.scale_of("configs/ssl_robustness.py:quick,baseline") == "quick"
+  assert module.scale_of("configs/ssl_robustness.py:baseline") == ""
+  aux, none = (p.name for p in module.pair("quick"))
+
+  def row(preset, seed, corrupted, msp, rotation):
+    return {"preset": preset, "seed": seed, "commit": "abc1234", "clean": 90.0, "corrupted": corrupted, "auroc_msp": msp, "auroc_rotation": rotation}
+
+  rows = [row(aux, 0, 72.0, 70.0, 83.0), row(none, 0, 71.0, 74.0, 75.0),  # wins both
+          row(aux, 1, 70.0, 70.0, 83.0), row(none, 1, 71.0, 74.0, 75.0),  # loses on corruptions
+          row(aux, 2, 72.0, 70.0, 73.0)]  # no run without the auxiliary loss: not compared
+  table = module.markdown_table(rows)
+  seed_lines = [l for l in table.splitlines() if l.startswith("| `")]
+  assert len(seed_lines) == 2
+  assert seed_lines[0].endswith("| 72.0 / 71.0 | 83.0 / 74.0 | yes |")
+  assert seed_lines[1].endswith("| 70.0 / 71.0 | 83.0 / 74.0 | no |")
+  assert "wins on corruptions and OOD detection for 1 of 2 seeds" in table
