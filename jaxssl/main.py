@@ -23,6 +23,14 @@ def _fail(message: str) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; pass settings as --config.key=value.")
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.keys()  # ml_collections defers a failure to read the file to the config's first use
+  except OSError as e:
+    _fail(_explain_config_load_error(e))
+  if config is None:
+    _fail("--config is required; pass a config file, e.g. --config=configs/brave.py (or configs/brave.py:quick).")
   if _WORKDIR.value is None:
     _fail("--workdir is required; pass a directory for checkpoints and results, e.g. --workdir=runs/byol.")
   import jax
@@ -37,7 +45,7 @@ def main(argv) -> None:
   parallel.maybe_initialize_distributed()
   logging.set_verbosity(logging.WARNING)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
   except (UserError, DataError) as e:
     _fail(str(e))
 
@@ -60,8 +68,19 @@ def _parse_flags(argv):
 
 
 def _explain_flag_error(error: Exception) -> str:
-  text = str(error).strip().strip('"').splitlines()[0] if str(error).strip() else type(error).__name__
-  return f"{text} (check the --config path and --config.key names against the config file; see README.md)."
+  lines = [line.strip() for line in str(error).strip().strip('"').splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  if any(line.startswith("Traceback") for line in lines):
+    # The config file's own get_config raised (e.g. an unknown preset): its message is the last
+    # line of the traceback ml_collections embeds, and says what to pass instead.
+    return lines[-1].split(": ", 1)[-1]
+  return f"{lines[0]} (check the --config path and --config.key names against the config file; see README.md)."
+
+
+def _explain_config_load_error(error: OSError) -> str:
+  reason = next((line.strip() for line in str(error).splitlines() if "Errno" in line), str(error).splitlines()[0])
+  return f"cannot load the config file ({reason}); pass an existing file, e.g. --config=configs/brave.py."
 
 
 if __name__ == "__main__":

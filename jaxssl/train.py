@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxssl import checkpoint, environment, inputs, logs, methods, optim, parallel
+from jaxssl import checkpoint, config_checks, environment, inputs, logs, methods, optim, parallel
 from jaxssl.data import pipeline, sources, video
 from jaxssl.transforms import augment
 from jaxssl.data import views as views_lib
@@ -225,6 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   Returns the summary written to WORKDIR/eval/summary.json (empty when the run stopped early).
   """
   start_time = time.time()
+  config_checks.check_config(config)  # before the workdir exists: a bad value leaves nothing behind
   workdir = prepare_workdir(workdir)
   mesh = parallel.make_mesh()
   per_process_batch = parallel.check_batch_size(config.batch_size)

@@ -73,3 +73,39 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert kept, "the last good checkpoint must survive"
   assert f"step {kept[-1]} is kept" in str(error.value)
   assert "base_learning_rate" in str(error.value) and "dtype" not in str(error.value)  # already float32
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ({"keep_checkpoints": 0}, "keep_checkpoints=0"),
+        ({"log_every": 0}, "log_every=0"),
+        ({"checkpoint_every": 0}, "checkpoint_every=0"),
+        ({"total_steps": 0}, "total_steps=0"),
+        ({"method": "nope"}, "config.method 'nope' is not known"),
+        ({"model.backbone": "nope"}, "config.model.backbone 'nope' is not known"),
+        ({"optimizer.name": "nope"}, "config.optimizer.name 'nope' is not known"),
+    ],
+)
+def test_values_that_cannot_work_fail_before_the_workdir_exists(tmp_path, override, named):
+  workdir = tmp_path / "w"
+  with pytest.raises(UserError, match=named):
+    train.train_and_evaluate(helpers.tiny_byol_config(**override), str(workdir))
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--config=configs/simclr.py:nope"], "Unknown preset 'nope' for configs/simclr.py; use '', 'quick'"),
+        (["--config=configs/no_such_file.py"], "No such file or directory: 'configs/no_such_file.py'"),
+        ([], "--config is required"),
+        (["--config=configs/simclr.py", "--config.keep_checkpoints=0"], "config.keep_checkpoints=0 cannot work"),
+    ],
+)
+def test_cli_config_mistakes_are_one_sentence_and_leave_no_workdir(tmp_path, args, named):
+  workdir = tmp_path / "w"
+  result = _cli(*args, f"--workdir={workdir}")
+  assert result.returncode == 1
+  assert named in _one_sentence(result.stderr)
+  assert not workdir.exists()
