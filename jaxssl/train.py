@@ -323,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       if evaluator and config.eval.knn_every and step % config.eval.knn_every == 0 and step < config.total_steps:
         top1 = evaluator.knn_top1(state.params, state.extra, config.eval.knn_during_training_examples)
         knn_history.append({"step": step, "knn_top1": top1})
-        log.writer.write_scalars(step, {"knn_top1": top1})
+        log.write_scalars(step, {"knn_top1": top1})
         if is_chief:
           logs.write_json(os.path.join(workdir, "eval", "knn_history.json"), knn_history)
           print(f"step {step}: kNN top-1 {top1:.1f}%", flush=True)
@@ -353,7 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   summary["wall_seconds"] = round(time.time() - start_time, 1)
   summary["environment"] = environment.describe()  # what the numbers depend on (see jaxssl.environment)
   if is_chief:
-    _write_outputs(workdir, config, summary, log.records, knn_history, view_grid, state, method)
+    _write_outputs(workdir, config, summary, log.read_records(), knn_history, view_grid, state, method)
   log.close()
   ckpt.close()
   return summary

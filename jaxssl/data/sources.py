@@ -16,9 +16,9 @@ them.
 * `tfds:<name>` -- a TFDS dataset prepared in ArrayRecord format, e.g.
   `tfds:cifar10` (`config.data.data_dir`, `image_key`, `label_key` apply);
 * `folder:<path>` -- a folder of images, either with one sub-folder per class
-  or flat (unlabelled). If `<path>` has a sub-folder named after the split
-  (e.g. `<path>/train`, `<path>/test`), that sub-folder is used for the split;
-  otherwise every split reads the whole folder.
+  or flat (unlabelled). With `<path>/train` and `<path>/test` (the split
+  names), those are the splits, labelled by class name; otherwise every 10th
+  image of each class is held out for evaluation (`folder_split`).
 """
 
 from __future__ import annotations
@@ -256,11 +256,15 @@ class ImageFolderSource:
   If `root` has sub-folders containing images, each sub-folder is a class:
   labels index the sorted sub-folder names (`class_names`) and images directly
   in `root` are ignored. Otherwise the images directly in `root` are used
-  unlabelled (label -1).
+  unlabelled (label -1). Pass the training split's `class_names` to label an
+  evaluation split by class name, whichever classes it has.
   """
 
   def __init__(
-      self, root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS
+      self,
+      root: str,
+      extensions: Sequence[str] = IMAGE_EXTENSIONS,
+      class_names: Sequence[str] | None = None,
   ):
     self.root = os.fspath(root)
     extensions = tuple(e.lower() for e in extensions)
@@ -274,12 +278,12 @@ class ImageFolderSource:
         for e in os.scandir(self.root)
         if e.is_dir() and not e.name.startswith('.')
     )
-    paths, labels, class_names = [], [], []
+    paths, labels, own_names = [], [], []
     for subdir in subdirs:
       files = _list_images(os.path.join(self.root, subdir), extensions)
       if files:
-        labels.extend([len(class_names)] * len(files))
-        class_names.append(subdir)
+        labels.extend([len(own_names)] * len(files))
+        own_names.append(subdir)
         paths.extend(files)
     top_level = sorted(
         e.path
@@ -288,7 +292,7 @@ class ImageFolderSource:
         and e.name.lower().endswith(extensions)
         and not e.name.startswith('.')
     )
-    if class_names:
+    if own_names:
       if top_level:
         logging.warning(
             'Ignoring %d images directly in %s because it has class '
@@ -304,12 +308,28 @@ class ImageFolderSource:
           f'{", ".join(extensions)}; put images in it (or in one sub-folder per '
           'class).'
       )
-    self.class_names = tuple(class_names)
+    if class_names and self.has_labels and tuple(class_names) != tuple(own_names):
+      unknown = sorted(set(own_names) - set(class_names))
+      if unknown:
+        raise DataError(
+            f'Image folder {self.root!r} has classes the training split does '
+            f'not have ({", ".join(unknown)}); give both splits the same '
+            'class sub-folders.'
+        )
+      index = {name: i for i, name in enumerate(class_names)}
+      labels = [index[own_names[label]] for label in labels]
+      own_names = list(class_names)
+    self.class_names = tuple(own_names)
     self.paths = tuple(paths)
     self._labels = np.asarray(labels, np.int32)
 
   def __len__(self) -> int:
     return len(self.paths)
+
+  @property
+  def labels(self) -> np.ndarray:
+    """Every record's label, without decoding an image."""
+    return self._labels
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
@@ -317,6 +337,11 @@ class ImageFolderSource:
     try:
       with Image.open(path) as image:
         array = np.asarray(image.convert('RGB'))
+    except Image.DecompressionBombError as e:
+      raise DataError(
+          f'Image {path!r} is too large to decode safely ({e}); shrink the file '
+          'or remove it from the folder.'
+      ) from e
     except (OSError, ValueError) as e:
       raise DataError(
           f'Could not decode image {path!r} ({e}); delete or replace the file.'
@@ -328,6 +353,52 @@ class ImageFolderSource:
         f'ImageFolderSource({self.root!r}, num_records={len(self)}, '
         f'classes={len(self.class_names)})'
     )
+
+
+# Without an evaluation folder, every HELD_OUT_EVERY-th image of each class is
+# held out for evaluation (and not trained on).
+HELD_OUT_EVERY = 10
+
+
+def held_out_indices(labels: np.ndarray, every: int = HELD_OUT_EVERY) -> np.ndarray:
+  """Every `every`-th record of each class (in file order): a deterministic held-out split."""
+  held_out = []
+  for label in np.unique(labels):
+    members = np.flatnonzero(labels == label)
+    held_out.extend(members[every - 1::every])
+  return np.sort(np.asarray(held_out, np.int64))
+
+
+def folder_split(root: str, split: str, train_split: str, eval_split: str):
+  """The `split` of an image folder.
+
+  `<root>/<train_split>` and `<root>/<eval_split>` are the two splits when both
+  exist, the evaluation one labelled by the training one's class names. When
+  there is no evaluation folder, the evaluation split is every
+  HELD_OUT_EVERY-th image of each class of the training images (`<root>/<train_split>`,
+  else `<root>` itself) and training uses the rest, so no image is both.
+  """
+  train_dir, eval_dir = (os.path.join(root, s) for s in (train_split, eval_split))
+  has_train, has_eval = os.path.isdir(train_dir), os.path.isdir(eval_dir)
+  if has_eval and not has_train:
+    raise DataError(
+        f'Image folder {root!r} has a {eval_split!r} folder but no '
+        f'{train_split!r} folder; put the training images in {train_dir!r}.'
+    )
+  if has_train and has_eval:
+    train = ImageFolderSource(train_dir)
+    if split == train_split:
+      return train
+    return ImageFolderSource(eval_dir, class_names=train.class_names or None)
+  images = ImageFolderSource(train_dir if has_train else root)
+  held_out = held_out_indices(images.labels)
+  if split == eval_split:
+    logging.warning(
+        'Image folder %s has no %r folder: evaluating on every %dth image of '
+        'each class (%d images), which training does not use.',
+        root, eval_split, HELD_OUT_EVERY, len(held_out))
+    return SubsetSource(images, held_out)
+  return SubsetSource(images, np.setdiff1d(np.arange(len(images)), held_out))
 
 
 class SubsetSource:
@@ -409,11 +480,9 @@ def make_source(data_config: Any, split: str):
         download=spec.download,
     )
   if kind == 'folder':
-    root = os.path.expanduser(rest)
-    split_dir = os.path.join(root, split) if split else root
-    if split and os.path.isdir(split_dir):
-      root = split_dir
-    return ImageFolderSource(root)
+    return folder_split(
+        os.path.expanduser(rest), split, spec.train_split, spec.eval_split
+    )
   raise DataError(
       f'config.data.name {name!r} has an unknown prefix {kind!r}; use one of '
       f'{", ".join(SOURCE_FORMS)}.'

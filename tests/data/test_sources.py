@@ -225,3 +225,55 @@ def test_data_spec_parses_the_config_once_with_its_defaults():
   # The parsed spec is what sources take: the same records as the config it came from.
   config = _data_config(image_size=16)
   np.testing.assert_array_equal(sources.make_source(DataSpec.from_config(config), 'test')[3]['image'], sources.make_source(config, 'test')[3]['image'])
+
+
+def _split(tmp_path, split):
+  return sources.make_source(_data_config(name=f'folder:{tmp_path}'), split)
+
+
+def test_image_folder_without_a_test_folder_holds_out_every_tenth_image_per_class(tmp_path):
+  for i in range(20):
+    _write_image(tmp_path / 'a' / f'{i:02d}.png', value=i)
+  for i in range(10):
+    _write_image(tmp_path / 'b' / f'{i:02d}.png', value=100 + i)
+  train, test = _split(tmp_path, 'train'), _split(tmp_path, 'test')
+  held_out = {int(test[i]['image'][0, 0, 0]) for i in range(len(test))}
+  trained = {int(train[i]['image'][0, 0, 0]) for i in range(len(train))}
+  assert held_out == {9, 19, 109} and len(train) == 27
+  assert not held_out & trained
+  assert sorted(int(test[i]['label']) for i in range(len(test))) == [0, 0, 1]
+
+
+def test_image_folder_with_train_but_no_test_folder_holds_out_from_train(tmp_path):
+  for i in range(10):
+    _write_image(tmp_path / 'train' / 'a' / f'{i}.png')
+    _write_image(tmp_path / 'train' / 'b' / f'{i}.png')
+  train, test = _split(tmp_path, 'train'), _split(tmp_path, 'test')
+  assert train.class_names == test.class_names == ('a', 'b')  # not one class named "train"
+  assert (len(train), len(test)) == (18, 2)
+
+
+def test_image_folder_test_split_is_labelled_by_class_name(tmp_path):
+  for name in ('a', 'b', 'c'):
+    _write_image(tmp_path / 'train' / name / '1.png')
+  _write_image(tmp_path / 'test' / 'b' / '1.png')
+  _write_image(tmp_path / 'test' / 'c' / '1.png')
+  test = _split(tmp_path, 'test')
+  assert [int(test[i]['label']) for i in range(2)] == [1, 2]  # b and c, not 0 and 1
+  _write_image(tmp_path / 'test' / 'zebra' / '1.png')
+  with pytest.raises(DataError, match='zebra'):
+    _split(tmp_path, 'test')
+
+
+def test_image_folder_test_without_train_folder_is_an_error(tmp_path):
+  _write_image(tmp_path / 'test' / 'a' / '1.png')
+  with pytest.raises(DataError, match="no 'train' folder"):
+    _split(tmp_path, 'train')
+
+
+def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
+  _write_image(tmp_path / 'a' / 'big.png', size=(64, 64))
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)  # 64 x 64 is then over twice the limit
+  source = sources.ImageFolderSource(str(tmp_path))
+  with pytest.raises(DataError, match='big.png.*too large'):
+    source[0]
