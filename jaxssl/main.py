@@ -12,6 +12,9 @@ from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/byol.py or configs/byol.py:quick.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and eval results; re-use it to resume.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir under a config that differs from its run's (the change is recorded)."
+)
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "If > 0, simulate this many CPU devices (to try sharding on a laptop).")
 
 
@@ -45,7 +48,7 @@ def main(argv) -> None:
   parallel.maybe_initialize_distributed()
   logging.set_verbosity(logging.WARNING)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (UserError, DataError) as e:
     _fail(str(e))
 

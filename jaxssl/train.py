@@ -26,6 +26,7 @@ from jaxssl.data import pipeline, sources, video
 from jaxssl.transforms import augment
 from jaxssl.data import views as views_lib
 from jaxssl.data.base import DataSpec
+from jaxssl import workdir as workdir_lib
 from jaxssl.errors import UserError
 from jaxssl.evaluation import evaluator as evaluator_lib
 from jaxssl.evaluation import robustness
@@ -217,16 +218,27 @@ def _finish_saving_on_error(ckpt: checkpoint.Checkpointer):
     raise
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None, allow_config_change: bool = False
+) -> dict:
   """Pretrains `config.method`, evaluates the backbone and writes everything under `workdir`.
 
-  Re-running with the same workdir resumes from the newest checkpoint, data iterator included.
-  `stop_after_steps` ends the run early (after checkpointing) as if it had been preempted.
-  Returns the summary written to WORKDIR/eval/summary.json (empty when the run stopped early).
+  Re-running with the same workdir resumes from the newest checkpoint, data iterator included,
+  if the config computes the same thing (`allow_config_change` resumes under a changed one and
+  records the change). One run at a time holds the workdir. `stop_after_steps` ends the run
+  early (after checkpointing) as if it had been preempted. Returns the summary written to
+  WORKDIR/eval/summary.json (empty when the run stopped early).
   """
   start_time = time.time()
   config_checks.check_config(config)  # before the workdir exists: a bad value leaves nothing behind
   workdir = prepare_workdir(workdir)
+  with workdir_lib.exclusive(workdir):
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
+    workdir_lib.check_resumed_config(workdir, config, ckpt.latest_step() is not None, allow_config_change)
+    return _train_and_evaluate(config, workdir, ckpt, start_time, stop_after_steps)
+
+
+def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, start_time: float, stop_after_steps: int | None) -> dict:
   mesh = parallel.make_mesh()
   per_process_batch = parallel.check_batch_size(config.batch_size)
   is_chief = jax.process_index() == 0
@@ -242,7 +254,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
   shardings = state_shardings(method, mesh, jax.eval_shape(lambda rng: create_train_state(method, tx, rng), init_rng))
   create = jax.jit(lambda rng: create_train_state(method, tx, rng), out_shardings=shardings)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
   data = pipeline.make_train_iterator(
       train_source,
       seed=config.seed,

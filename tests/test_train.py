@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from jaxssl import checkpoint, train
+from jaxssl import workdir as workdir_lib
+from jaxssl.errors import UserError
 from tests import helpers
 
 
@@ -67,3 +69,33 @@ def test_rerun_of_finished_run_only_evaluates(uninterrupted):
   again = train.train_and_evaluate(helpers.tiny_byol_config(), workdir)
   assert again["steps"] == summary["steps"]
   assert again["knn_top1"] == summary["knn_top1"]
+
+
+def test_resume_under_another_config_is_refused_naming_the_keys(uninterrupted):
+  workdir, _ = uninterrupted
+  changed = helpers.tiny_byol_config(seed=7, batch_size=32)
+  with pytest.raises(UserError, match=r"batch_size: 16 -> 32; seed: 0 -> 7.*--allow_config_change"):
+    train.train_and_evaluate(changed, workdir)
+
+
+def test_a_second_run_on_a_busy_workdir_fails_at_once_naming_the_first(uninterrupted):
+  workdir, _ = uninterrupted
+  with workdir_lib.exclusive(workdir):
+    with pytest.raises(UserError, match=f"in use by pid {os.getpid()} on host "):
+      train.train_and_evaluate(helpers.tiny_byol_config(), workdir)
+
+
+def test_config_change_allowed_on_purpose_is_recorded(tmp_path):
+  workdir = str(tmp_path)
+  config = helpers.tiny_byol_config()
+  workdir_lib.check_resumed_config(workdir, config, resuming=False)
+  watched = helpers.tiny_byol_config(log_every=1, **{"eval.knn_k": 3})
+  workdir_lib.check_resumed_config(workdir, watched, resuming=True)  # watching the run differently is no change
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.CHANGES_FILE))
+  longer = helpers.tiny_byol_config(total_steps=12)
+  with pytest.raises(UserError, match="total_steps: 6 -> 12"):
+    workdir_lib.check_resumed_config(workdir, longer, resuming=True)
+  workdir_lib.check_resumed_config(workdir, longer, resuming=True, allow_change=True)
+  with open(os.path.join(workdir, workdir_lib.CHANGES_FILE)) as f:
+    assert json.loads(f.read())["changes"] == {"total_steps": [6, 12]}
+  workdir_lib.check_resumed_config(workdir, longer, resuming=True)  # the new values are the run's now
