@@ -14,13 +14,32 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxssl.errors import UserError
+
+
+class CheckpointSaveError(UserError):
+  """A checkpoint could not be written (e.g. the disk is full): the run must stop, not carry on."""
+
+
+def _directory_megabytes(path: str) -> float:
+  total = 0
+  for dirpath, _, filenames in os.walk(path):
+    total += sum(os.path.getsize(os.path.join(dirpath, name)) for name in filenames if os.path.exists(os.path.join(dirpath, name)))
+  return total / 2**20
+
 
 class Checkpointer:
-  """Saves and restores (train state, data iterator state) under `directory`."""
+  """Saves and restores (train state, data iterator state) under `directory`.
+
+  Saves run in the background; a save that fails (a full disk, a vanished directory) is raised
+  as `CheckpointSaveError` by the next `save`, `check` or `wait`, so the run stops within a
+  logging interval, with the last good checkpoint intact and named.
+  """
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         item_names=("state", "data"),
     )
@@ -30,11 +49,39 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict) -> None:
     """Saves asynchronously; call `wait` before reading the files or exiting."""
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
-        force=True,
-    )
+    self.check()
+    try:
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
+          force=True,
+      )
+    except Exception as e:  # orbax wraps what the filesystem raised
+      raise self._save_failed(e) from e
+
+  def check(self) -> None:
+    """Raises CheckpointSaveError if a background save has failed."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:
+      raise self._save_failed(e) from e
+
+  def _save_failed(self, error: Exception) -> CheckpointSaveError:
+    text = str(error).strip()
+    reason = (getattr(error, "strerror", None) or (text.splitlines()[0] if text else type(error).__name__))[:200]
+    try:
+      self._manager.wait_until_finished()  # an earlier save still in flight may yet complete
+    except Exception:  # pylint: disable=broad-except
+      pass  # it failed too: the steps listed below are the ones on disk
+    self._manager.reload()  # forget the half-written step
+    good = self._manager.all_steps()
+    if good:
+      last = max(good)
+      size = _directory_megabytes(os.path.join(self.directory, str(last)))
+      where = f"free space there (a checkpoint takes about {size:.1f} MB) and re-run the same command to resume from step {last}, the last good checkpoint"
+    else:
+      where = "free space there and re-run the same command (no checkpoint had been saved yet)"
+    return CheckpointSaveError(f"Saving a checkpoint in {self.directory} failed ({reason}); {where}.")
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
     """Restores the newest (or the given) step into the shardings of `abstract_state`."""
@@ -46,7 +93,10 @@ class Checkpointer:
     return restored["state"], restored["data"]
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise self._save_failed(e) from e
 
   def close(self) -> None:
     self._manager.close()

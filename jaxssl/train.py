@@ -328,6 +328,7 @@ def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, sta
       step += 1
       pending.append(metrics)
       if step % config.log_every == 0 or step == config.total_steps:
+        ckpt.check()  # a failed background save stops the run now, not at the end
         mean = flush_metrics(step)
         if is_chief:
           print(progress.line(step, config.batch_size, mean), flush=True)

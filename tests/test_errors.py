@@ -109,3 +109,25 @@ def test_cli_config_mistakes_are_one_sentence_and_leave_no_workdir(tmp_path, arg
   assert result.returncode == 1
   assert named in _one_sentence(result.stderr)
   assert not workdir.exists()
+
+
+def test_a_failed_save_stops_the_run_and_the_last_good_checkpoint_resumes(tmp_path, monkeypatch):
+  import errno
+
+  import orbax.checkpoint as ocp
+
+  from jaxssl.checkpoint import CheckpointSaveError
+
+  save = ocp.CheckpointManager.save
+
+  def disk_full_after_step_2(self, step, *args, **kwargs):
+    if step > 2:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_after_step_2)
+  config = helpers.tiny_byol_config(checkpoint_every=2)
+  with pytest.raises(CheckpointSaveError, match=r"No space left on device.*resume from step 2, the last good checkpoint"):
+    train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  assert train.train_and_evaluate(config, str(tmp_path))["steps"] == 6
