@@ -7,14 +7,21 @@ batches in the same order as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
+
+from absl import logging
 
 import jax
 import orbax.checkpoint as ocp
 
 from jaxssl.errors import UserError
+
+
+class DamagedCheckpointError(Exception):
+  """A checkpoint's files do not match the checksums written when it was saved."""
 
 
 class CheckpointSaveError(UserError):
@@ -47,9 +54,76 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  # Checksums. Each finished checkpoint gets a manifest (sha256 of every file) beside the
+  # checkpoints directory, so that a damaged file is found on restore instead of being loaded.
+
+  def _manifest_path(self, step: int) -> str:
+    return os.path.join(self.directory + "_checksums", f"{step}.json")
+
+  def _checksums(self, step: int) -> dict[str, str]:
+    root = os.path.join(self.directory, str(step))
+    sums = {}
+    for dirpath, _, filenames in os.walk(root):
+      for name in sorted(filenames):
+        path = os.path.join(dirpath, name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+          for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+        sums[os.path.relpath(path, root)] = digest.hexdigest()
+    return sums
+
+  def _write_manifests(self) -> None:
+    """Manifests for finished steps that lack one; drops those of deleted steps. Process 0 only."""
+    if jax.process_index() != 0:
+      return
+    os.makedirs(self.directory + "_checksums", exist_ok=True)
+    steps = set(self._manager.all_steps())
+    for step in steps:
+      if os.path.isdir(os.path.join(self.directory, str(step))) and not os.path.exists(self._manifest_path(step)):
+        with open(self._manifest_path(step), "w") as f:
+          json.dump(self._checksums(step), f, indent=0, sort_keys=True)
+    for name in os.listdir(self.directory + "_checksums"):
+      if name.removesuffix(".json").isdigit() and int(name.removesuffix(".json")) not in steps:
+        os.remove(os.path.join(self.directory + "_checksums", name))
+
+  def verify(self, step: int) -> None:
+    """Raises DamagedCheckpointError if `step`'s files differ from its manifest (none: not checked)."""
+    path = self._manifest_path(step)
+    if not os.path.exists(path):
+      return
+    with open(path) as f:
+      expected = json.load(f)
+    found = self._checksums(step)
+    damaged = sorted(name for name in set(expected) | set(found) if expected.get(name) != found.get(name))
+    if damaged:
+      raise DamagedCheckpointError(f"{len(damaged)} file(s) missing or changed, e.g. {damaged[0]}")
+
+  def restore_newest_good(self, abstract_state: Any) -> tuple[int, Any, dict]:
+    """Restores the newest checkpoint that verifies and loads, warning about each damaged one."""
+    damaged = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        self.verify(step)
+        state, data_state = self.restore(abstract_state, step)
+      except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        message = f"The checkpoint at step {step} in {self.directory} is damaged ({reason}); falling back to the one before it."
+        logging.warning(message)
+        print(f"WARNING: {message}", flush=True)
+        damaged.append(step)
+        continue
+      for bad in damaged:  # the resumed run will write these steps again
+        self._manager.delete(bad)
+      return step, state, data_state
+    raise UserError(
+        f"Every checkpoint in {self.directory} is damaged (steps {damaged}); delete that directory to "
+        "start the run over, or restore it from a backup."
+    )
+
   def save(self, step: int, state: Any, data_state: dict) -> None:
     """Saves asynchronously; call `wait` before reading the files or exiting."""
-    self.check()
+    self.wait()  # orbax would wait for the previous save anyway; its manifest is written here
     try:
       self._manager.save(
           step,
@@ -93,10 +167,13 @@ class Checkpointer:
     return restored["state"], restored["data"]
 
   def wait(self) -> None:
+    """Waits for the save in flight, raises CheckpointSaveError if it failed, writes manifests."""
     try:
       self._manager.wait_until_finished()
+      self._manager.check_for_errors()
     except Exception as e:
       raise self._save_failed(e) from e
+    self._write_manifests()
 
   def close(self) -> None:
     self._manager.close()

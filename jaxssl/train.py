@@ -270,7 +270,7 @@ def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, sta
     state = create(init_rng)
   else:
     abstract = checkpoint.abstract_like(jax.eval_shape(create, init_rng), shardings)
-    state, data_state = ckpt.restore(abstract, latest)
+    latest, state, data_state = ckpt.restore_newest_good(abstract)
     data.set_state(data_state)
     logging.info("Resumed from the checkpoint at step %d in %s.", latest, ckpt)
     print(f"Resuming from step {latest} (checkpoint in {workdir}/checkpoints).", flush=True)

@@ -131,3 +131,19 @@ def test_a_failed_save_stops_the_run_and_the_last_good_checkpoint_resumes(tmp_pa
     train.train_and_evaluate(config, str(tmp_path))
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
   assert train.train_and_evaluate(config, str(tmp_path))["steps"] == 6
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+  config = helpers.tiny_byol_config(checkpoint_every=2, keep_checkpoints=3)
+  assert train.train_and_evaluate(config, str(tmp_path), stop_after_steps=4) == {}
+  checkpoints = tmp_path / "checkpoints"
+  assert sorted(os.listdir(tmp_path / "checkpoints_checksums")) == ["2.json", "4.json"]
+  # Random bytes inside the largest data file of step 4: orbax alone would load them.
+  target = max((p for p in (checkpoints / "4").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  data[len(data) // 2:len(data) // 2 + 64] = os.urandom(64)
+  target.write_bytes(bytes(data))
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["steps"] == 6
+  out = capsys.readouterr().out
+  assert "checkpoint at step 4" in out and "damaged" in out and "Resuming from step 2" in out
