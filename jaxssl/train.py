@@ -197,8 +197,12 @@ class _StopRequested:
 
   def _handle(self, signum, frame):
     del frame
-    if self.requested:  # a second signal means "now"
-      raise KeyboardInterrupt
+    if self.requested:
+      # A second signal means "now": not even the checkpoint in flight is waited for (its
+      # temporary directory is never mistaken for a checkpoint, and the one before it is kept),
+      # nor the input pipeline's threads, which can keep an interrupted process alive.
+      print(f"Signal {signum} received again: exiting now; the last finished checkpoint is kept.", flush=True)
+      os._exit(128 + signum)
     logging.warning("Signal %d received: saving a checkpoint after this step, then stopping.", signum)
     self.requested = True
 

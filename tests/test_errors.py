@@ -147,3 +147,28 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
   assert summary["steps"] == 6
   out = capsys.readouterr().out
   assert "checkpoint at step 4" in out and "damaged" in out and "Resuming from step 2" in out
+
+
+def test_a_second_signal_exits_within_seconds():
+  """The first SIGTERM asks for a checkpoint and a clean stop; the second ends the process at once,
+  whatever threads (an input pipeline, a save in flight) would keep it alive."""
+  import signal
+  import textwrap
+  import time
+
+  script = textwrap.dedent("""
+      import os, signal, threading, time
+      from jaxssl import train
+      threading.Thread(target=time.sleep, args=(60,)).start()  # a non-daemon thread, as a pipeline's
+      with train._StopRequested() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+        print("stop requested:", stop.requested, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+  """)
+  start = time.time()
+  result = subprocess.run([sys.executable, "-c", script], cwd=_ROOT, capture_output=True, text=True, timeout=60)
+  assert time.time() - start < 20  # importing jax included; the 60 s sleeps are cut short
+  assert result.returncode == 128 + signal.SIGTERM, result.stderr
+  assert "stop requested: True" in result.stdout and "exiting now" in result.stdout
