@@ -24,6 +24,7 @@ setuptools.setup(
         "numpy",
         "pillow",
         "scikit-learn",
+        "safetensors",  # the PyTorch-format backbone export (jaxssl.export)
         "matplotlib",
         "absl-py",
         "av",  # PyAV: decodes video files (frames and audio) for folder:<path> video sources
