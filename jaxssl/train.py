@@ -369,7 +369,7 @@ def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, sta
   summary["wall_seconds"] = round(time.time() - start_time, 1)
   summary["environment"] = environment.describe()  # what the numbers depend on (see jaxssl.environment)
   if is_chief:
-    _write_outputs(workdir, config, summary, log.read_records(), knn_history, view_grid, state, method)
+    _write_outputs(workdir, config, summary, log.read_records(), knn_history, view_grid, state, method, evaluator)
   log.close()
   ckpt.close()
   return summary
@@ -402,12 +402,14 @@ def _view_grid(method, local_batch, rng, rows: int = 8):
   return local_batch["view0"][:rows] / 255.0, views
 
 
-def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method) -> None:
+def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method, evaluator) -> None:
   eval_dir = os.path.join(workdir, "eval")
   logs.write_json(os.path.join(eval_dir, "summary.json"), summary)
   logs.write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
   baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
   written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
+  if evaluator is not None and evaluator.trained_features is not None:
+    written += plots.write_feature_plots(workdir, evaluator, *evaluator.trained_features)
   # A method may export another copy of the backbone than the one it trains (DINO's teacher).
   if hasattr(method, "export_backbone"):
     backbone, backbone_stats = method.export_backbone(state)

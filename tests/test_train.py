@@ -43,7 +43,7 @@ def test_run_writes_summary_plots_and_export(uninterrupted):
     assert 0.0 <= summary[key] <= 100.0
   # Raw pixels of plain digits are easy: far above the 10% of chance.
   assert summary["knn_top1_pixels"] > 50.0
-  for name in ("loss.png", "knn.png", "views.png"):
+  for name in ("loss.png", "knn.png", "views.png", "embedding_map.png", "retrievals.png"):
     assert os.path.getsize(os.path.join(workdir, "plots", name)) > 1000, name
   assert [s for s, _ in _losses(workdir)] == [1, 2, 3, 4, 5, 6]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))

@@ -70,6 +70,7 @@ class Evaluator:
     self.test = test_arrays
     self.num_classes = int(max(train_arrays["label"].max(), test_arrays["label"].max()) + 1)
     self.extract = FeatureExtractor(method, mesh, config.eval.batch_size)
+    self.trained_features = None  # (train, test) features of the last `full` evaluation
 
   def _knn(self, train_features, test_features, train_labels=None) -> float:
     return knn.knn_top1(
@@ -103,6 +104,7 @@ class Evaluator:
     """Every number of eval/summary.json: trained, random-init and raw-pixel baselines."""
     results = {}
     train_features, test_features = self.features(params, extra)
+    self.trained_features = (train_features, test_features)  # for the feature plots
     results["knn_top1"] = self._knn(train_features, test_features)
     results["linear_top1"] = linear.linear_probe_top1(train_features, self.train["label"], test_features, self.test["label"])
     random_train, random_test = self.features(random_params, random_extra, batch_norm_statistics=True)
