@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxssl import checkpoint, config_checks, environment, inputs, logs, methods, optim, parallel
+from jaxssl import checkpoint, config_checks, environment, inputs, logs, methods, models, optim, parallel
 from jaxssl.data import pipeline, sources, video
 from jaxssl.transforms import augment
 from jaxssl.data import views as views_lib
@@ -402,6 +402,16 @@ def _view_grid(method, local_batch, rng, rows: int = 8):
   return local_batch["view0"][:rows] / 255.0, views
 
 
+def _attention_plot(workdir: str, exported: str, test_arrays: dict, count: int = 4) -> str:
+  """DINO's picture for a ViT: the class token's last-block attention on a few test images."""
+  from jaxssl import export  # pylint: disable=g-import-not-at-top
+
+  encoder = export.load_backbone(exported)
+  images = test_arrays["image"][plots.evenly_spaced(len(test_arrays["image"]), count)]
+  maps = np.asarray(jax.jit(lambda x: encoder.class_attention(augment.normalize(x)))(images))
+  return plots.plot_class_attention(os.path.join(workdir, "plots", "attention.png"), images, maps)
+
+
 def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method, evaluator) -> None:
   eval_dir = os.path.join(workdir, "eval")
   logs.write_json(os.path.join(eval_dir, "summary.json"), summary)
@@ -421,5 +431,7 @@ def _write_outputs(workdir, config, summary, records, knn_history, view_grid, st
       jax.device_get(backbone_stats),
       config.to_json_best_effort(indent=2),
   )
+  if config.model.get("backbone", "") in models.vit.VARIANTS and evaluator is not None:
+    written.append(_attention_plot(workdir, exported, evaluator.test))
   print(json.dumps(summary, indent=2))
   print(f"Wrote {eval_dir}/summary.json, plots {', '.join(os.path.basename(p) for p in written)}, backbone {exported}")

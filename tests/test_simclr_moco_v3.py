@@ -1,6 +1,7 @@
 """SimCLR and MoCo v3: ViT pieces, the frozen patch projection, the momentum schedule, and one
 train step on 1 vs 8 simulated devices (global-batch negatives must not depend on the sharding)."""
 
+import os
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -262,3 +263,23 @@ def test_moco_v3_one_step_same_on_1_and_8_devices_and_patch_projection_frozen(mo
   before = {k: v for k, v in old_state.params["backbone"].items() if k != patch}
   changes = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), moved, before)
   assert min(jax.tree.leaves(changes)) > 0
+
+
+def test_vit_class_attention_maps_are_the_last_blocks_attention_to_patches(tmp_path):
+  from jaxssl.evaluation import plots
+
+  model_config = _vit_model_config()
+  encoder = models.make_backbone(model_config, nnx.Rngs(0))
+  images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  maps = np.asarray(encoder.class_attention(images))
+  heads = encoder.blocks[-1].attention.num_heads
+  assert maps.shape == (2, heads, 4, 4)  # 16 px in 4 px patches
+  # A softmax row over the class token and the 16 patches: the patches take what the class token leaves.
+  last = encoder.blocks[-1]
+  x = encoder._tokens(images)  # pylint: disable=protected-access
+  for block in encoder.blocks[:-1]:
+    x = block(x)
+  full = np.asarray(last.attention.weights(last.attention_norm(x)))
+  np.testing.assert_allclose(maps.reshape(2, heads, -1).sum(-1) + full[:, :, 0, 0], 1.0, rtol=1e-5)
+  path = plots.plot_class_attention(str(tmp_path / "attention.png"), np.asarray(images), maps)
+  assert os.path.getsize(path) > 1000

@@ -160,6 +160,26 @@ def plot_retrievals(path: str, queries: dict, gallery: dict, query_features: np.
   return path
 
 
+def plot_class_attention(path: str, images: np.ndarray, maps: np.ndarray) -> str:
+  """Each row an image, then the class token's attention to its patches in each head of the
+  last block (DINO's figure 1), each map scaled to its own maximum."""
+  plt = _pyplot()
+  rows, heads = maps.shape[:2]
+  fig, axes = plt.subplots(rows, 1 + heads, figsize=(1.3 * (1 + heads), 1.3 * rows), squeeze=False)
+  for r in range(rows):
+    axes[r, 0].imshow(_as_picture(images[r]), interpolation="nearest")
+    for h in range(heads):
+      axes[r, 1 + h].imshow(maps[r, h] / max(float(maps[r, h].max()), 1e-12), cmap="inferno", interpolation="nearest")
+      if r == 0:
+        axes[r, 1 + h].set_title(f"head {h}", fontsize=8)
+    for ax in axes[r]:
+      ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def write_feature_plots(workdir: str, evaluator, train_features: np.ndarray, test_features: np.ndarray) -> list[str]:
   """The embedding map and the retrieval grid of the trained encoder's features."""
   directory = os.path.join(workdir, "plots")

@@ -106,13 +106,20 @@ class SelfAttention(nnx.Module):
     self.value = _linear(width, width, dtype, rngs)
     self.output = _linear(width, width, dtype, rngs)
 
+  def _split_heads(self, y: jax.Array) -> jax.Array:
+    batch, tokens, width = y.shape
+    return y.reshape(batch, tokens, self.num_heads, width // self.num_heads)
+
+  def weights(self, x: jax.Array) -> jax.Array:
+    """Attention weights [B, heads, queries, keys], softmax in at least float32."""
+    q, k = self._split_heads(self.query(x)), self._split_heads(self.key(x))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    return jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
+
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, tokens, width = x.shape
-    split = lambda y: y.reshape(batch, tokens, self.num_heads, width // self.num_heads)
-    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(width // self.num_heads)
-    weights = jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1).astype(v.dtype)
-    attended = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, tokens, width)
+    v = self._split_heads(self.value(x))
+    attended = jnp.einsum("bhqk,bkhd->bqhd", self.weights(x).astype(v.dtype), v).reshape(batch, tokens, width)
     return self.output(attended)
 
 
@@ -168,7 +175,19 @@ class ViT(nnx.Module):
     patches = sincos_position_embedding(grid_height, grid_width, self.config.width)
     return jnp.asarray(np.concatenate([np.zeros((1, self.config.width), np.float32), patches])[None], dtype)
 
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def class_attention(self, images: jax.Array) -> jax.Array:
+    """The last block's attention from the class token to each patch, per head:
+    [B, heads, rows, columns] (the maps of DINO's figure 1)."""
+    x = self._tokens(images)
+    for block in self.blocks[:-1]:
+      x = block(x)
+    last = self.blocks[-1]
+    weights = last.attention.weights(last.attention_norm(x))[:, :, 0, 1:]
+    patch_size = self.config.patch_size
+    return weights.reshape(*weights.shape[:2], images.shape[1] // patch_size, images.shape[2] // patch_size)
+
+  def _tokens(self, images: jax.Array) -> jax.Array:
+    """The class token and the patch tokens, with position embeddings: the first block's input."""
     patch_size = self.config.patch_size
     patches = patchify(images, patch_size)
     tokens = getattr(self, PATCH_EMBEDDING)(patches)
@@ -178,7 +197,10 @@ class ViT(nnx.Module):
     batch = tokens.shape[0]
     class_token = jnp.broadcast_to(self.class_token[...].astype(tokens.dtype), (batch, 1, tokens.shape[-1]))
     x = jnp.concatenate([class_token, tokens], axis=1)
-    x = x + self._position_embedding(images.shape[1] // patch_size, images.shape[2] // patch_size, x.dtype)
+    return x + self._position_embedding(images.shape[1] // patch_size, images.shape[2] // patch_size, x.dtype)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = self._tokens(images)
     for block in self.blocks:
       x = block(x)
     features = self.norm(x)[:, 0]
