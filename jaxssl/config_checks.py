@@ -22,6 +22,10 @@ def check_config(config: ml_collections.ConfigDict | None) -> None:
   """Raises UserError naming the first value that cannot work and how to fix it."""
   if config is None:
     raise UserError("--config is required; pass a config file, e.g. --config=configs/brave.py.")
+  if "protocol" in config:  # an evaluation protocol (configs/eval/), not a pretraining
+    if not config.get("backbone"):
+      raise UserError("config.backbone is not set; pass the workdir of a finished run, e.g. --config.backbone=runs/simclr.")
+    return
   for key, consequence in _POSITIVE.items():
     value = config.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -236,6 +236,11 @@ def train_and_evaluate(
   start_time = time.time()
   config_checks.check_config(config)  # before the workdir exists: a bad value leaves nothing behind
   workdir = prepare_workdir(workdir)
+  if "protocol" in config:  # configs/eval/: evaluate a pretrained backbone
+    from jaxssl.evaluation import protocols  # pylint: disable=g-import-not-at-top
+
+    with workdir_lib.exclusive(workdir):
+      return protocols.run(config, workdir)
   with workdir_lib.exclusive(workdir):
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
     workdir_lib.check_resumed_config(workdir, config, ckpt.latest_step() is not None, allow_config_change)

@@ -1,0 +1,85 @@
+"""Evaluation protocols: the kNN sweep against the single-setting kNN, the vmapped grid of linear
+heads against heads trained one at a time, and a protocol run end to end on an exported backbone."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxssl import checkpoint, models, train
+from jaxssl.evaluation import knn, protocols
+from jaxssl.models import functional
+from tests import helpers
+
+
+def _blobs(seed, count=240, dim=6, classes=3):
+  rng = np.random.default_rng(seed)
+  labels = np.arange(count) % classes
+  centres = rng.standard_normal((classes, dim)) * 2.0
+  return (centres[labels] + rng.standard_normal((count, dim))).astype(np.float32), labels
+
+
+def test_knn_sweep_gives_each_settings_own_knn():
+  train_features, train_labels = _blobs(0)
+  test_features, test_labels = _blobs(1, count=60)
+  scores = protocols.knn_sweep(train_features, train_labels, test_features, test_labels, ks=(1, 5, 50), temperatures=(0.05, 0.5), chunk_size=17)
+  for k in (1, 5, 50):
+    for t in (0.05, 0.5):
+      assert scores[f"k={k},T={t:g}"] == pytest.approx(knn.knn_top1(train_features, train_labels, test_features, test_labels, k=k, temperature=t))
+
+
+def test_vmapped_grid_matches_heads_trained_one_at_a_time():
+  features, labels = _blobs(2)
+  kwargs = dict(num_classes=3, epochs=3, batch_size=32, seed=0)
+  heads, grid = protocols.train_linear_heads(features, labels, [0.01, 0.3], [0.0, 1e-2], **kwargs)
+  grid_top1 = protocols.heads_top1(heads, features, labels)
+  for chosen in (1, 2):  # two sampled settings of the 2 x 2 grid
+    lr, wd = grid[chosen]
+    alone, _ = protocols.train_linear_heads(features, labels, [lr], [wd], **kwargs)
+    np.testing.assert_allclose(alone[0][0], heads[0][chosen], rtol=1e-5, atol=1e-6)
+    assert protocols.heads_top1(alone, features, labels)[0] == pytest.approx(grid_top1[chosen])
+
+
+def test_held_out_validation_split_is_stratified_and_disjoint():
+  labels = np.repeat(np.arange(4), 20)
+  fit, validation = protocols.held_out_split(labels, every=10)
+  assert not set(fit) & set(validation) and len(fit) + len(validation) == 80
+  assert np.bincount(labels[validation]).tolist() == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("protocol", ["knn", "linear"])
+def test_protocol_runs_on_an_exported_backbone(tmp_path, protocol):
+  pretraining = helpers.tiny_byol_config()
+  _, params, batch_stats = functional.split_module(models.make_backbone(pretraining.model, nnx.Rngs(0)))
+  backbone = tmp_path / "run" / "export" / "backbone"
+  checkpoint.export_backbone(str(backbone), params, batch_stats, pretraining.to_json_best_effort())
+  config = ml_collections.ConfigDict(protocols_config(protocol))
+  config.backbone = str(tmp_path / "run")
+  result = train.train_and_evaluate(config, str(tmp_path / "out"))
+  with open(tmp_path / "out" / "eval" / f"{protocol}.json") as f:
+    assert json.load(f) == json.loads(json.dumps(result))
+  assert result["best_setting"] in result["scores"] and 0.0 <= result["best_top1"] <= 100.0
+  assert result["data"] == pretraining.data.name
+  assert result["image_size"] == pretraining.data.image_size  # the eval config's 0 keeps the pretraining's
+  if protocol == "linear":
+    sizes = result["split_sizes"]
+    assert sizes["validation"] > 0 and sizes["train"] > sizes["validation"]
+
+
+def protocols_config(protocol):
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "eval", f"{protocol}.py")
+  spec = importlib.util.spec_from_file_location(f"eval_{protocol}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.max_train_examples, config.max_test_examples = 200, 100
+  if protocol == "linear":
+    config.linear.learning_rates, config.linear.weight_decays, config.linear.epochs = (0.1, 1.0), (0.0,), 2
+  else:
+    config.knn.ks, config.knn.temperatures = (5, 20), (0.07,)
+  return config.to_dict()
