@@ -160,6 +160,23 @@ def plot_retrievals(path: str, queries: dict, gallery: dict, query_features: np.
   return path
 
 
+def plot_columns(path: str, columns: dict[str, np.ndarray]) -> str:
+  """A grid with one titled column per entry of `columns` (images [N, H, W, 3] in [0, 1])."""
+  plt = _pyplot()
+  names = list(columns)
+  rows = len(columns[names[0]])
+  fig, axes = plt.subplots(rows, len(names), figsize=(1.6 * len(names), 1.6 * rows), squeeze=False)
+  for c, name in enumerate(names):
+    for r in range(rows):
+      axes[r, c].imshow(np.clip(columns[name][r], 0.0, 1.0), interpolation="nearest")
+      axes[r, c].axis("off")
+    axes[0, c].set_title(name, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def plot_class_attention(path: str, images: np.ndarray, maps: np.ndarray) -> str:
   """Each row an image, then the class token's attention to its patches in each head of the
   last block (DINO's figure 1), each map scaled to its own maximum."""

@@ -28,6 +28,7 @@ REGISTRY = {
     "relative_position": "jaxssl.methods.relative_position:RelativePosition",
     "ssl_robustness": "jaxssl.methods.ssl_robustness:SSLRobustness",
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
+    "colorization": "jaxssl.methods.colorization:Colorization",
 }
 
 

@@ -18,15 +18,15 @@ class PureModule:
 
   graphdef: Any
 
-  def __call__(self, params: dict, batch_stats: dict, *args, train: bool, **kwargs) -> tuple[Any, dict]:
-    """Runs the module; returns (output, batch statistics after the call).
+  def __call__(self, params: dict, batch_stats: dict, *args, train: bool, method: str = "__call__", **kwargs) -> tuple[Any, dict]:
+    """Runs the module (or its method `method`); returns (output, batch statistics after the call).
 
     In training mode BatchNorm normalises with the statistics of this (global) batch and
     updates its running averages; in eval mode it uses the running averages unchanged.
     """
     module = nnx.merge(self.graphdef, params, batch_stats)
     module.train() if train else module.eval()
-    output = module(*args, **kwargs)
+    output = getattr(module, method)(*args, **kwargs)
     return output, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
 
 

@@ -149,9 +149,13 @@ class ResNet(nnx.Module):
       x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     return x
 
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def feature_map(self, images: jax.Array) -> jax.Array:
+    """The last stage's output [B, h, w, num_features], before pooling (for dense heads)."""
     x = self.stem(images)
     for block in self.blocks:
       x = block(x)
-    features = jnp.mean(x, axis=(1, 2))
+    return x
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    features = jnp.mean(self.feature_map(images), axis=(1, 2))
     return features.astype(jnp.promote_types(features.dtype, jnp.float32))  # bf16 -> f32, f64 stays

@@ -1,0 +1,110 @@
+"""Colorful image colorization (Zhang, Isola, Efros 2016, "Colorful Image Colorization") as a
+pretext task; see jaxssl/methods/colorization.py.
+
+Presets (`--config=configs/colorization.py:NAME`):
+  (none)    built-in scenes on CPU (objects whose colours depend on what they are), 1200 steps.
+  quick     the same, 600 steps: at most 5 minutes on 2 cores.
+  imagenet  the paper's setting with a ResNet-50 in place of its VGG-style network: 176 px crops
+            (official), batch 40 (official), Adam lr 3e-5 (paper: 3.16e-5, beta 0.9 / 0.99,
+            weight decay 1e-3), ab targets on a grid of 44 cells (stride 4 of 176 px).
+"""
+
+import ml_collections
+
+_PRESETS = ("", "quick", "imagenet")
+
+
+def _view(size: int, crop_scale=(0.5, 1.0)) -> ml_collections.ConfigDict:
+  """A random crop and a flip, no colour change: the colours are the targets."""
+  return ml_collections.ConfigDict(
+      dict(size=size, crop_scale=crop_scale, flip_prob=0.5, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
+           jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, blur_sigma=(0.1, 2.0), solarize_prob=0.0)
+  )
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  if preset not in _PRESETS:
+    raise ValueError(f"Unknown preset {preset!r} for configs/colorization.py; choose one of {_PRESETS}.")
+  c = ml_collections.ConfigDict()
+  c.method = "colorization"
+  c.seed = 0
+  c.total_steps = 1200
+  c.batch_size = 128
+  c.log_every = 20
+  c.checkpoint_every = 400
+  c.keep_checkpoints = 2
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "builtin:scenes"  # 'builtin:patterns', 'tfds:imagenet2012', 'folder:/path/to/images'
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.image_size = 32
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data.image_key = "image"
+  c.data.label_key = "label"
+  c.data.num_classes = 0
+  c.data.worker_count = 0
+  c.data.train_examples = 0
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.views = [_view(32)]
+
+  c.colorization = ml_collections.ConfigDict()
+  c.colorization.bins_file = ""  # '' derives the in-gamut 10-unit grid (261 bins); or a [Q, 2] .npy (the paper's 313)
+  c.colorization.neighbours = 10  # official code: 10 (the paper says 5)
+  c.colorization.sigma = 5.0  # paper: 5
+  c.colorization.rebalance_mix = 0.5  # paper: lambda = 0.5
+  c.colorization.annealed_temperature = 0.38  # paper: T = 0.38
+  c.colorization.target_cells = 8  # ab targets on an 8 x 8 grid: stride 4 at 32 px, as the official stride
+
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = "resnet18"
+  c.model.width_multiplier = 0.25
+  # The head needs a feature map: the 'half' stem leaves 2 x 2 cells at 32 px where the
+  # 'imagenet' stem leaves 1 (upsampled to the 8 x 8 targets).
+  c.model.stem = "half"
+  c.model.dtype = "float32"
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # paper: Adam
+  c.optimizer.base_learning_rate = 2e-3  # CPU: Adam at the paper's 3e-5 barely moves in 600 steps
+  c.optimizer.weight_decay = 1e-3  # paper: 1e-3
+  c.optimizer.momentum = 0.9
+  c.optimizer.trust_coefficient = 1e-3
+  c.optimizer.exclude_bias_and_norm = False
+  c.optimizer.warmup_steps = 20
+  c.optimizer.grad_clip_norm = 0.0
+  c.optimizer.lr_multipliers = ml_collections.ConfigDict()
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.knn_k = 20
+  c.eval.knn_temperature = 0.07
+  c.eval.knn_every = 200
+  c.eval.knn_during_training_examples = 2000
+  c.eval.max_train_examples = 10000
+  c.eval.max_test_examples = 10000
+  c.eval.batch_size = 512
+
+  if preset == "quick":
+    c.total_steps = 600
+    c.checkpoint_every = 300
+    c.eval.knn_every = 300
+  elif preset == "imagenet":
+    c.data.name = "tfds:imagenet2012"
+    c.data.train_split, c.data.eval_split = "train", "validation"
+    c.data.image_size = 176  # official crop
+    c.data.worker_count = 16
+    c.augment.views = [_view(176, (0.08, 1.0))]
+    c.colorization.target_cells = 44  # stride 4
+    c.model.backbone = "resnet50"
+    c.model.width_multiplier = 1.0
+    c.model.stem = "imagenet"
+    c.model.dtype = "bfloat16"
+    c.batch_size = 40  # official
+    c.total_steps = 450000  # paper: 450k iterations
+    c.optimizer.base_learning_rate = 3.16e-5 * 256 / 40  # paper: 3.16e-5 at 40 (scaled as lr x batch / 256)
+    c.checkpoint_every = 5000
+    c.eval.knn_every = 0
+    c.eval.max_train_examples = 100000
+    c.eval.max_test_examples = 50000
+  return c

@@ -1,0 +1,156 @@
+"""Colorful image colorization (Zhang, Isola, Efros 2016) as a pretext task.
+
+The network sees only the lightness L of an image and predicts, for each cell of a coarse grid,
+a distribution over quantised ab colour values (`jaxssl.transforms.colour`): to colour a scene
+it must recognise what is in it. Per target cell (ab point-sampled at the centre of each cell,
+as the official code samples at stride 4):
+
+  L = - sum_cells w(cell) sum_q Z_q log softmax(logits)_q,
+
+with Z the soft-encoded true colour (a Gaussian over its nearest bins; paper 5, official code 10,
+sigma 5) and w the class-rebalancing weight of the true colour's nearest bin, ((1 - lambda) p +
+lambda / Q)^-1 normalised so that E_p[w] = 1 (lambda 0.5), zero for an image with no colour at all
+(the official `NonGrayMask`: ab never above 5). The official code applies w to the gradient
+only; a constant weight on the loss has the same gradient. p, the prior over the bins, is the
+paper's empirical distribution of the training data's colours: here it is counted as the
+training batches go by (`extra['colour_counts']`), starting from uniform, so no pass over the
+data is needed before training.
+
+Input harmonisation: L (in [0, 100]) enters as (L - 50) / 50 on all three input channels, so a
+backbone built for RGB takes it unchanged; `embed` does the same to the RGB images it is given,
+so evaluation sees what training saw. The head is a 1x1 convolution on the last stage's feature
+map, upsampled to the target grid (the paper's network is fully convolutional to stride 4).
+Decoding (the sample grid in plots/) is the annealed mean (T 0.38).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxssl import models
+from jaxssl.methods.base import TrainState
+from jaxssl.methods.common import linear_probe_loss
+from jaxssl.models import functional
+from jaxssl.transforms import augment, colour
+
+# Below this ab magnitude everywhere, an image has no colour to learn from (official NonGrayMask).
+GREY_THRESHOLD = 5.0
+
+
+def lightness_input(rgb: jax.Array) -> jax.Array:
+  """RGB in [0, 1] -> the network's input: (L - 50) / 50 on three channels."""
+  lightness = (colour.srgb_to_lab(rgb)[..., :1] - 50.0) / 50.0
+  return jnp.broadcast_to(lightness, rgb.shape)
+
+
+def unnormalize(images: jax.Array) -> jax.Array:
+  """`augment.normalize`'s inverse: standardised images -> RGB in [0, 1]."""
+  return images * jnp.asarray(augment.IMAGENET_STD) + jnp.asarray(augment.IMAGENET_MEAN)
+
+
+def cell_centres(images: jax.Array, cells: int) -> jax.Array:
+  """The pixel at the centre of each of cells x cells equal cells: [B, H, W, C] -> [B, cells, cells, C]."""
+  height, width = images.shape[1:3]
+  rows = (jnp.arange(cells) * height + height // 2) // cells
+  cols = (jnp.arange(cells) * width + width // 2) // cells
+  return images[:, rows][:, :, cols]
+
+
+def load_bins(bins_file: str) -> np.ndarray:
+  """The ab bins: a [Q, 2] array from `bins_file` (.npy, e.g. the paper's 313), else the derived
+  in-gamut set."""
+  if not bins_file:
+    return colour.gamut_ab_bins()
+  bins = np.load(bins_file).astype(np.float32)
+  if bins.ndim != 2 or bins.shape[1] != 2:
+    raise ValueError(f"config.colorization.bins_file holds an array of shape {bins.shape}; it must be [Q, 2] ab values.")
+  return bins
+
+
+class Colorization:
+  """Colorization as pure functions; see the module docstring."""
+
+  def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
+    self.config = config
+    self.num_classes = num_classes
+    self.bins = load_bins(config.colorization.bins_file)
+    self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
+    abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
+    self.backbone, self.colour_head, self.probe = (functional.split_module(m)[0] for m in abstract)
+
+  def _networks(self, rngs: nnx.Rngs) -> tuple[nnx.Module, ...]:
+    backbone = models.make_backbone(self.config.model, rngs)
+    colour_head = nnx.Conv(backbone.num_features, len(self.bins), kernel_size=(1, 1), rngs=rngs)
+    probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
+    return backbone, colour_head, probe
+
+  def init(self, rng: jax.Array) -> tuple[dict, dict]:
+    names = ("backbone", "colour_head", "probe")
+    _, params, stats = zip(*(functional.split_module(m) for m in self._networks(nnx.Rngs(rng))))
+    params = dict(zip(names, params))
+    if not self.num_classes:
+      del params["probe"]
+    return params, {"batch_stats": {"backbone": stats[0]}, "colour_counts": jnp.zeros((len(self.bins),), jnp.float32)}
+
+  def predict(self, params, extra, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict]:
+    """(logits [B, cells, cells, Q] on the target grid, pooled features, new batch stats)."""
+    cfg = self.config.colorization
+    feature_map, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], lightness_input(rgb), train=train, method="feature_map")
+    logits, _ = self.colour_head(params["colour_head"], {}, feature_map, train=train)
+    cells = cfg.target_cells
+    scale = (cells // logits.shape[1], cells // logits.shape[2])
+    logits = jnp.repeat(jnp.repeat(logits, scale[0], axis=1), scale[1], axis=2)  # nearest upsampling
+    return logits, feature_map.mean(axis=(1, 2)), stats
+
+  def loss(self, params, extra, batch, rng, step):
+    del step
+    cfg = self.config.colorization
+    rgb = augment.augment_images(rng, batch["view0"], self.view_specs[0])
+    logits, features, stats = self.predict(params, extra, rgb, train=True)
+    bins = jnp.asarray(self.bins)
+    ab = cell_centres(colour.srgb_to_lab(rgb), cfg.target_cells)[..., 1:]
+    targets = colour.soft_encode(ab, bins, cfg.neighbours, cfg.sigma)  # [B, c, c, Q]
+    nearest = jnp.argmax(targets, axis=-1)
+    counts = jax.nn.one_hot(nearest, len(self.bins)).sum(axis=(0, 1, 2))
+    seen = extra["colour_counts"] + counts
+    prior = seen / jnp.sum(seen)
+    weights = 1.0 / ((1.0 - cfg.rebalance_mix) * prior + cfg.rebalance_mix / len(self.bins))
+    weights = weights / jnp.sum(prior * weights)
+    coloured = jnp.max(jnp.abs(colour.srgb_to_lab(rgb)[..., 1:]), axis=(1, 2, 3)) > GREY_THRESHOLD  # [B]
+    pixel_weight = jax.lax.stop_gradient(weights[nearest]) * coloured[:, None, None]
+    cross_entropy = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+    colour_loss = jnp.sum(pixel_weight * cross_entropy) / jnp.maximum(jnp.sum(coloured) * cfg.target_cells**2, 1.0)
+    metrics = {"colour_loss": colour_loss, "colour_top1": jnp.mean(jnp.argmax(logits, -1) == nearest)}
+    total = colour_loss
+    if self.num_classes:
+      probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], features, batch["label"])
+      total = total + probe_loss
+      metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy)
+    return total, {"batch_stats": {"backbone": stats}, "colour_counts": counts, "metrics": metrics}
+
+  def after_update(self, state: TrainState, aux: dict) -> dict:
+    return {"batch_stats": aux["batch_stats"], "colour_counts": state.extra["colour_counts"] + aux["colour_counts"]}
+
+  def embed(self, params, extra, images, *, train: bool = False):
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], lightness_input(unnormalize(images)), train=train)
+    return features
+
+  def colorize(self, params, extra, rgb: jax.Array) -> jax.Array:
+    """RGB in [0, 1] -> the network's colouring of its lightness (annealed mean, nearest-upsampled to
+    the image): what plots/colorizations.png shows."""
+    logits, _, _ = self.predict(params, extra, rgb, train=False)
+    ab = colour.annealed_mean(logits, jnp.asarray(self.bins), self.config.colorization.annealed_temperature)
+    repeat = rgb.shape[1] // ab.shape[1]
+    ab = jnp.repeat(jnp.repeat(ab, repeat, axis=1), repeat, axis=2)
+    lightness = colour.srgb_to_lab(rgb)[..., :1]
+    return colour.lab_to_srgb(jnp.concatenate([lightness, ab], axis=-1))
+
+  def sample_grid(self, params, extra, images: jax.Array) -> dict[str, jax.Array]:
+    """Columns of plots/samples.png: the lightness the network sees, its colouring, the original."""
+    rgb = augment.to_float_image(images)
+    grey = jnp.broadcast_to(colour.srgb_to_lab(rgb)[..., :1] / 100.0, rgb.shape)
+    return {"lightness (input)": grey, "colorized": self.colorize(params, extra, rgb), "original": rgb}
