@@ -439,7 +439,8 @@ def _write_outputs(workdir, config, summary, records, knn_history, view_grid, st
   if hasattr(method, "sample_grid") and evaluator is not None:  # a pretext task's own output
     images = evaluator.test["image"][plots.evenly_spaced(len(evaluator.test["image"]), 8)]
     columns = jax.jit(method.sample_grid)(state.params, state.extra, images)
-    written.append(plots.plot_columns(os.path.join(workdir, "plots", "samples.png"), jax.device_get(columns)))
+    columns = jax.device_get(columns)  # a dict comes back sorted by key: restore the method's order
+    written.append(plots.plot_columns(os.path.join(workdir, "plots", "samples.png"), {k: columns[k] for k in method.sample_columns}))
   if config.model.get("backbone", "") in models.vit.VARIANTS and evaluator is not None:
     written.append(_attention_plot(workdir, exported, evaluator.test))
   print(json.dumps(summary, indent=2))

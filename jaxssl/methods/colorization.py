@@ -149,6 +149,8 @@ class Colorization:
     lightness = colour.srgb_to_lab(rgb)[..., :1]
     return colour.lab_to_srgb(jnp.concatenate([lightness, ab], axis=-1))
 
+  sample_columns = ("lightness (input)", "colorized", "original")  # plots/samples.png, left to right
+
   def sample_grid(self, params, extra, images: jax.Array) -> dict[str, jax.Array]:
     """Columns of plots/samples.png: the lightness the network sees, its colouring, the original."""
     rgb = augment.to_float_image(images)
