@@ -38,7 +38,7 @@ run: $(STAMP)
 	$(PY) -m jaxssl.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10 tests
 
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache
