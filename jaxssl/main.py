@@ -45,9 +45,9 @@ def main(argv) -> None:
   from jaxssl.data.base import DataError
   from jaxssl.errors import UserError
 
-  parallel.maybe_initialize_distributed()
   logging.set_verbosity(logging.WARNING)
   try:
+    parallel.maybe_initialize_distributed()
     train.train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (UserError, DataError) as e:
     _fail(str(e))

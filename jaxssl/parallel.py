@@ -20,13 +20,24 @@ DATA_AXIS = "data"
 
 
 def maybe_initialize_distributed() -> None:
-  """Joins a multi-host job when the environment describes one (TPU pods, SLURM, ...).
+  """Joins a multi-process job when the environment describes one (TPU pods, SLURM, a hand-started one).
 
-  `jax.distributed.initialize()` discovers the coordinator on TPU pods and SLURM; elsewhere it
-  is only called when JAX_COORDINATOR_ADDRESS is set, so a laptop run needs no set-up.
+  On TPU pods and SLURM, `jax.distributed.initialize()` discovers the coordinator (set
+  JAXSSL_MULTIHOST=1). Elsewhere, start one process per host with JAX_COORDINATOR_ADDRESS
+  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID. Without any of these a run
+  is a single process and needs no set-up.
   """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAXSSL_MULTIHOST") == "1":
-    jax.distributed.initialize()
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address and os.environ.get("JAXSSL_MULTIHOST") != "1":
+    return
+  kwargs = {}
+  for name, key in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+    if os.environ.get(key):
+      try:
+        kwargs[name] = int(os.environ[key])
+      except ValueError:
+        raise UserError(f"{key}={os.environ[key]!r} is not an integer; set it to the {name.replace('_', ' ')}.") from None
+  jax.distributed.initialize(address, **kwargs)
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -69,3 +80,9 @@ def check_batch_size(global_batch_size: int) -> int:
 def to_global(batch: Any, sharding: NamedSharding) -> Any:
   """Assembles each process's slice of the batch into global arrays sharded by `sharding`."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def from_replicated_host_array(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host array that every process holds in full (evaluation data):
+  each process places only the slices its own devices hold."""
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

@@ -156,7 +156,7 @@ def prepare_workdir(workdir: str) -> str:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{jax.process_index()}")  # one per process: no races
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -373,8 +373,7 @@ def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, sta
   summary["train_seconds"] = round(train_seconds, 1)
   summary["wall_seconds"] = round(time.time() - start_time, 1)
   summary["environment"] = environment.describe()  # what the numbers depend on (see jaxssl.environment)
-  if is_chief:
-    _write_outputs(workdir, config, summary, log.read_records(), knn_history, view_grid, state, method, evaluator)
+  _write_outputs(workdir, config, summary, log, knn_history, view_grid, state, method, evaluator)
   log.close()
   ckpt.close()
   return summary
@@ -417,14 +416,19 @@ def _attention_plot(workdir: str, exported: str, test_arrays: dict, count: int =
   return plots.plot_class_attention(os.path.join(workdir, "plots", "attention.png"), images, maps)
 
 
-def _write_outputs(workdir, config, summary, records, knn_history, view_grid, state, method, evaluator) -> None:
+def _write_outputs(workdir, config, summary, log, knn_history, view_grid, state, method, evaluator) -> None:
+  """Summary, plots and the exported backbone. Every process runs the device computations (the
+  export and the pictures computed from the state are collective); process 0 writes the files."""
+  is_chief = jax.process_index() == 0
   eval_dir = os.path.join(workdir, "eval")
-  logs.write_json(os.path.join(eval_dir, "summary.json"), summary)
-  logs.write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
-  baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
-  written = plots.write_all(workdir, records, knn_history, baselines, view_grid)
-  if evaluator is not None and evaluator.trained_features is not None:
-    written += plots.write_feature_plots(workdir, evaluator, *evaluator.trained_features)
+  written = []
+  if is_chief:
+    logs.write_json(os.path.join(eval_dir, "summary.json"), summary)
+    logs.write_json(os.path.join(eval_dir, "knn_history.json"), knn_history)
+    baselines = {k: summary[k] for k in ("knn_top1_random_init", "knn_top1_pixels") if k in summary}
+    written = plots.write_all(workdir, log.read_records(), knn_history, baselines, view_grid)
+    if evaluator is not None and evaluator.trained_features is not None:
+      written += plots.write_feature_plots(workdir, evaluator, *evaluator.trained_features)
   # A method may export another copy of the backbone than the one it trains (DINO's teacher).
   if hasattr(method, "export_backbone"):
     backbone, backbone_stats = method.export_backbone(state)
@@ -440,8 +444,10 @@ def _write_outputs(workdir, config, summary, records, knn_history, view_grid, st
     images = evaluator.test["image"][plots.evenly_spaced(len(evaluator.test["image"]), 8)]
     columns = jax.jit(method.sample_grid)(state.params, state.extra, images)
     columns = jax.device_get(columns)  # a dict comes back sorted by key: restore the method's order
-    written.append(plots.plot_columns(os.path.join(workdir, "plots", "samples.png"), {k: columns[k] for k in method.sample_columns}))
-  if config.model.get("backbone", "") in models.vit.VARIANTS and evaluator is not None:
+    if is_chief:
+      written.append(plots.plot_columns(os.path.join(workdir, "plots", "samples.png"), {k: columns[k] for k in method.sample_columns}))
+  if config.model.get("backbone", "") in models.vit.VARIANTS and evaluator is not None and is_chief:
     written.append(_attention_plot(workdir, exported, evaluator.test))
-  print(json.dumps(summary, indent=2))
-  print(f"Wrote {eval_dir}/summary.json, plots {', '.join(os.path.basename(p) for p in written)}, backbone {exported}")
+  if is_chief:
+    print(json.dumps(summary, indent=2))
+    print(f"Wrote {eval_dir}/summary.json, plots {', '.join(os.path.basename(p) for p in written)}, backbone {exported}")

@@ -101,6 +101,7 @@ def check_resumed_config(workdir: str, config: ml_collections.ConfigDict, resumi
       change = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": {k: [saved.get(k), current.get(k)] for k in differing}}
       with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
         f.write(json.dumps(change) + "\n")
-  if is_writer:
-    with open(path, "w") as f:
+  if is_writer:  # replaced atomically: the other processes of a multi-process run read it too
+    with open(path + ".tmp", "w") as f:
       json.dump(current, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)

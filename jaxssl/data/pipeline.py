@@ -2,11 +2,16 @@
 random views and in-memory evaluation arrays.
 
 Training pipeline (all `grain.MapDataset` steps, so every batch is a pure
-function of (seed, process, batch index)):
+function of (seed, batch index)):
 
-    source -> this process's shard -> shuffle (reshuffled every epoch)
-      -> random views per record -> batch (drop remainder, per epoch)
+    source -> shuffle (reshuffled every epoch) -> random views per record
+      -> this process's rows of each global batch (drop remainder, per epoch)
       -> repeat forever -> thread / process prefetch
+
+The order and the views are the same in every process, and each process reads
+only the records of its own rows. So the global batch, and with it the run, does
+not depend on how many processes share it: 2 processes x 4 devices train exactly
+what 1 process x 8 devices does.
 
 Because batches are addressed by index, the iterator state is a single batch
 counter (plus a fingerprint of the pipeline settings), and the batches do not
@@ -38,9 +43,10 @@ def host_view_specs(view_configs: Sequence[Any]) -> list[dict]:
   return [dict(size=v.size, scale=tuple(v.crop_scale), flip_prob=v.flip_prob) for v in view_configs]
 
 
-def _pipeline_seed(seed: int, process_index: int) -> int:
-  """Per-process seed so that processes draw independent views."""
-  sequence = np.random.SeedSequence([int(seed) % 2**63, int(process_index)])
+def _pipeline_seed(seed: int) -> int:
+  # The trailing 0 keeps the seed that single-process runs have always used (the entropy of the
+  # first process of a per-process seeding), so recorded results stay reproducible.
+  sequence = np.random.SeedSequence([int(seed) % 2**63, 0])
   return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
@@ -51,7 +57,7 @@ class TrainIterator(grain.DatasetIterator):
   `grain.checkpoint.CheckpointHandler` / orbax save for `DatasetIterator`s):
 
       {'version': 1, 'next_batch': <batches already returned>, 'seed': ...,
-       'process_index': ..., 'process_count': ...,
+       'process_count': ...,
        'per_process_batch_size': ..., 'num_records': ...}
 
   `set_state(state)` on an iterator built with the same arguments continues
@@ -174,9 +180,9 @@ def make_train_iterator(
     process_index: index of this process in [0, process_count).
     local_view_spec: the spec of the multi-crop local views (SwAV, DINO).
     num_local_views: how many local views to draw per record (0: none).
-    process_count: number of processes; each reads a disjoint, equally sized
-      strided shard of the source (`N // process_count` records, the remainder
-      is dropped).
+    process_count: number of processes; process p gets rows
+      [p * b, (p + 1) * b) of every global batch of b * process_count rows and
+      reads only their records.
     worker_count: number of grain worker processes (0: load in this process).
       Does not change the batches.
     num_threads: threads preparing batches in each process.
@@ -209,27 +215,27 @@ def make_train_iterator(
         f'x {process_count} processes); set config.batch_size to at most '
         f'{max(num_records // process_count, 1) * process_count}.'
     )
-  shard_size = num_records // process_count
   if transform is None:
     transform = views_lib.MultiViewTransform(
         view_specs, local_view_spec, num_local_views
     )
-  pipeline_seed = _pipeline_seed(seed, process_index)
+  global_batches_per_epoch = num_records // global_batch
 
   ds = grain.MapDataset.source(source)
   # Each record's position in the source, for methods that keep per-example state (NPID's
-  # memory bank); taken before sharding and shuffling, so it is the global dataset index.
+  # memory bank); taken before shuffling, so it is the dataset index.
   ds = ds.map_with_index(functools.partial(_with_index, num_records))
-  ds = ds[process_index : shard_size * process_count : process_count]
-  ds = ds.seed(pipeline_seed)
+  ds = ds.seed(_pipeline_seed(seed))  # the same in every process: one global order
   ds = ds.shuffle()  # Reseeded with the epoch by the `repeat` below.
-  ds = ds.random_map(transform)
+  ds = ds.random_map(transform)  # lazy: a process only computes the views of its own rows
   ds = ds.batch(per_process_batch_size, drop_remainder=True)
+  # Global batch g is blocks [g * P, (g + 1) * P) of b rows; this process's part is block
+  # g * P + p. Blocks of an incomplete last global batch are dropped (slices are per epoch).
+  ds = ds[process_index : global_batches_per_epoch * process_count : process_count]
   ds = ds.repeat(None)
 
   fingerprint = {
       'seed': int(seed),
-      'process_index': int(process_index),
       'process_count': int(process_count),
       'per_process_batch_size': int(per_process_batch_size),
       'num_records': int(num_records),

@@ -22,13 +22,16 @@ from jaxssl.transforms import augment
 
 
 class FeatureExtractor:
-  """Backbone features of uint8 image (or clip) arrays, computed in fixed-size sharded chunks."""
+  """Backbone features of uint8 image (or clip) arrays, computed in fixed-size sharded chunks.
+
+  Every process holds the whole array and gets all the features back (they are small), so the
+  host-side kNN and linear probes see the same numbers in every process of a multi-process run.
+  """
 
   def __init__(self, method, mesh: jax.sharding.Mesh, chunk_size: int):
     devices = mesh.devices.size
     self.chunk_size = max(devices, chunk_size // devices * devices)
-    self._mesh = mesh
-    sharded = parallel.batch_sharded(mesh)
+    self._sharded = sharded = parallel.batch_sharded(mesh)
     replicated = parallel.replicated(mesh)
 
     def embed(params, extra, images, train):
@@ -38,7 +41,7 @@ class FeatureExtractor:
         embed,
         static_argnums=3,
         in_shardings=(replicated, replicated, sharded),
-        out_shardings=sharded,
+        out_shardings=replicated,
     )
 
   def __call__(self, params, extra, images: np.ndarray, *, batch_norm_statistics: bool = False) -> np.ndarray:
@@ -50,6 +53,7 @@ class FeatureExtractor:
       valid = len(chunk)
       if valid < self.chunk_size:  # pad so the function compiles once
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.chunk_size - valid, axis=0)])
+      chunk = parallel.from_replicated_host_array(chunk, self._sharded)
       features = self._embed(params, extra, chunk, batch_norm_statistics)
       outputs.append(np.asarray(jax.device_get(features))[:valid])
     return np.concatenate(outputs)
