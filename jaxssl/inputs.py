@@ -5,8 +5,8 @@ Methods never import host-side data code. A method that needs more than the imag
 here, as its `host_inputs` attribute, and `jaxssl.train` builds the grain transform and the
 evaluation arrays from that declaration (`jaxssl.data.video` for clips).
 
-  ClipViews   one narrow clip and K broad views of a video (frames, motion, flow or audio);
-              evaluation embeds centred narrow clips.
+  ClipViews   one narrow clip and K broad views of a video (frames, motion, flow or audio),
+              optionally with the narrow clip's own audio; evaluation embeds centred narrow clips.
 """
 
 from __future__ import annotations
@@ -59,17 +59,21 @@ def clip_view_spec(cfg: Any) -> ClipViewSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ClipViews:
-  """A narrow clip and broad views per video record (BraVe; the video methods to come).
+  """A narrow clip and broad views per video record (BraVe, GDT).
 
   Attributes:
     narrow: the narrow view, also what evaluation embeds (centred, deterministic).
     broad: the broad views; they share one time window, each seen through its own modality.
+      May be empty when `narrow_audio` is set.
     synced_starts: start the narrow and broad windows at the same frame (an ablation in BraVe).
     audio_sample_rate: the rate the method's spectrograms assume (0: no audio view); the data's
       rate must match it.
+    narrow_audio: also return the audio of the narrow clip's own time window, as
+      'narrow_audio' (GDT pairs every clip with the sound that starts with it).
   """
 
   narrow: ClipViewSpec
   broad: tuple[ClipViewSpec, ...]
   synced_starts: bool = False
   audio_sample_rate: int = 0
+  narrow_audio: bool = False

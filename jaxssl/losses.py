@@ -80,6 +80,35 @@ def brave_loss(
   return total
 
 
+def masked_info_nce(similarity: jax.Array, positive: jax.Array, compared: jax.Array, temperature: float) -> jax.Array:
+  """A noise-contrastive loss over every pair of M samples, chosen by two masks (GDT, Patrick et al. 2021, eq. 3).
+
+  With s = similarity / temperature, P = positive & compared and N = compared & ~positive:
+
+    L = mean over (i, j) in P of  -log( exp(s_ij) / (exp(s_ij) + sum_{k: (i, k) in N} exp(s_ik)) )
+
+  Each positive pair competes only with the row's negatives, not with the row's other
+  positives: this is the official GDT code's loss, where every cross-entropy has one positive
+  and a set of negatives. With one positive per row it is InfoNCE / NT-Xent.
+
+  Args:
+    similarity: [M, M] similarities (cosines of L2-normalised embeddings).
+    positive: [M, M] bool, c(T, T'): the pair should be close.
+    compared: [M, M] bool, w(T, T') = 1: the pair enters the loss at all.
+    temperature: the softmax temperature (GDT: 0.07).
+  Returns:
+    A scalar; 0 when there is no positive pair.
+  """
+  logits = _at_least_float32(similarity) / temperature
+  positive = positive & compared
+  negative = compared & ~positive
+  # A finite stand-in for -inf keeps the gradient of rows without negatives finite.
+  negative_logsumexp = jax.nn.logsumexp(jnp.where(negative, logits, -1e9), axis=-1, keepdims=True)
+  per_pair = jnp.logaddexp(logits, negative_logsumexp) - logits
+  count = jnp.sum(positive)
+  return jnp.sum(jnp.where(positive, per_pair, 0.0)) / jnp.maximum(count, 1)
+
+
 def _at_least_float32(x: jax.Array) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 

@@ -23,6 +23,7 @@ class).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -123,7 +124,7 @@ def make_clip_view(record: dict, spec: ClipViewSpec, start: int, fps: float, sam
   video = record['video']
   if spec.modality == 'audio':
     if 'audio' not in record or not sample_rate:
-      raise DataError('A broad view asks for audio but the dataset has none; remove the audio view from config.brave.broad_views.')
+      raise DataError('A view asks for audio but the dataset has none; use a dataset with an audio track, or remove the audio view from the method\'s config.')
     first, length = audio_window(start, spec.num_frames, spec.stride, fps, sample_rate)
     return crop_audio(record['audio'], first, length)
   index = clip_frame_indices(len(video), spec.num_frames, spec.stride, start)
@@ -135,26 +136,35 @@ def make_clip_view(record: dict, spec: ClipViewSpec, start: int, fps: float, sam
 
 
 class ClipViewsTransform(grain.transforms.RandomMap):
-  """Record -> {'narrow': clip, 'broad0': view, ..., 'label'} (BraVe's narrow and broad views).
+  """Record -> {'narrow': clip, ['narrow_audio': audio,] 'broad0': view, ..., 'label'}.
 
   The narrow and broad windows get independent random start times (BraVe's default); with
   `synced_starts` both start at the same frame, the ablation the paper finds harmful.
-  All broad views share one time window, each seen through its own modality.
+  All broad views share one time window, each seen through its own modality. With
+  `narrow_audio`, the audio of the narrow clip's window comes too (GDT's clip and its sound).
   """
 
-  def __init__(self, narrow: ClipViewSpec, broad: Sequence[ClipViewSpec], fps: float, sample_rate: int, synced_starts: bool = False):
+  def __init__(self, narrow: ClipViewSpec, broad: Sequence[ClipViewSpec], fps: float, sample_rate: int, synced_starts: bool = False,
+               narrow_audio: bool = False):
     self.narrow = narrow
     self.broad = tuple(broad)
     self.fps = fps
     self.sample_rate = sample_rate
     self.synced_starts = synced_starts
+    self.narrow_audio = narrow_audio
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     frames = len(record['video'])
+    # The draws come in a fixed order (starts, then crops), so a record's views depend only on its seed.
     narrow_start = sample_start(rng, frames, self.narrow.num_frames, self.narrow.stride)
-    longest = max(self.broad, key=lambda s: clip_span(s.num_frames, s.stride))
-    broad_start = narrow_start if self.synced_starts else sample_start(rng, frames, longest.num_frames, longest.stride)
+    broad_start = narrow_start
+    if self.broad and not self.synced_starts:
+      longest = max(self.broad, key=lambda s: clip_span(s.num_frames, s.stride))
+      broad_start = sample_start(rng, frames, longest.num_frames, longest.stride)
     out = {'narrow': make_clip_view(record, self.narrow, narrow_start, self.fps, self.sample_rate, rng)}
+    if self.narrow_audio:
+      narrow_sound = dataclasses.replace(self.narrow, modality='audio')
+      out['narrow_audio'] = make_clip_view(record, narrow_sound, narrow_start, self.fps, self.sample_rate, rng)
     for k, spec in enumerate(self.broad):
       out[f'broad{k}'] = make_clip_view(record, spec, broad_start, self.fps, self.sample_rate, rng)
     out['label'] = np.int32(record['label'])
@@ -169,14 +179,15 @@ def clip_views_transform(request: ClipViews, source: Any) -> ClipViewsTransform:
         f'The audio of this dataset is sampled at {rate} Hz but config.audio.sample_rate is '
         f'{request.audio_sample_rate}; set config.audio.sample_rate={rate} (or remove the audio view).'
     )
-  return ClipViewsTransform(request.narrow, request.broad, source.fps, rate, request.synced_starts)
+  return ClipViewsTransform(request.narrow, request.broad, source.fps, rate, request.synced_starts, request.narrow_audio)
 
 
-def load_clip_eval_arrays(source: Any, spec: ClipViewSpec, max_examples: int | None = None) -> dict[str, np.ndarray]:
+def load_clip_eval_arrays(source: Any, spec: ClipViewSpec, max_examples: int | None = None, with_audio: bool = False) -> dict[str, np.ndarray]:
   """Centred clips of the narrow view for kNN / linear evaluation.
 
   Each clip starts at the frame that centres it in the video (deterministic) and is centre-cropped.
-  Returns {'clip': uint8[N, T, S, S, 3], 'label': int32[N]}.
+  Returns {'clip': uint8[N, T, S, S, 3], 'label': int32[N]}, and with `with_audio` (and a source
+  with audio) 'audio': float32[N, samples], the sound of each clip's time window.
   """
   num_records = len(source)
   if num_records == 0:
@@ -184,15 +195,21 @@ def load_clip_eval_arrays(source: Any, spec: ClipViewSpec, max_examples: int | N
   indices = np.arange(num_records)
   if max_examples and max_examples < num_records:
     indices = evenly_spaced_indices(num_records, max_examples)
-  clips, labels = [], []
+  rate = int(getattr(source, 'audio_sample_rate', 0) or 0) if with_audio else 0
+  clips, sounds, labels = [], [], []
   for index in indices:
     record = source[int(index)]
     frames = len(record['video'])
     start = max(frames - clip_span(spec.num_frames, spec.stride), 0) // 2
     chosen = record['video'][clip_frame_indices(frames, spec.num_frames, spec.stride, start)]
     clips.append(center_view(chosen, spec.size))
+    if rate and 'audio' in record:
+      sounds.append(crop_audio(record['audio'], *audio_window(start, spec.num_frames, spec.stride, source.fps, rate)))
     labels.append(np.int32(record['label']))
-  return {'clip': np.stack(clips), 'label': np.asarray(labels, np.int32)}
+  arrays = {'clip': np.stack(clips), 'label': np.asarray(labels, np.int32)}
+  if sounds and len(sounds) == len(clips):
+    arrays['audio'] = np.stack(sounds)
+  return arrays
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,13 +28,17 @@ class FeatureExtractor:
   host-side kNN and linear probes see the same numbers in every process of a multi-process run.
   """
 
-  def __init__(self, method, mesh: jax.sharding.Mesh, chunk_size: int):
+  def __init__(self, method, mesh: jax.sharding.Mesh, chunk_size: int, embed_fn: Callable | None = None):
+    """`embed_fn(params, extra, inputs, train=...)` embeds other inputs than images (e.g. a
+    method's `embed_audio` of waveforms); by default `method.embed` of normalised images."""
     devices = mesh.devices.size
     self.chunk_size = max(devices, chunk_size // devices * devices)
     self._sharded = sharded = parallel.batch_sharded(mesh)
     replicated = parallel.replicated(mesh)
 
     def embed(params, extra, images, train):
+      if embed_fn is not None:
+        return embed_fn(params, extra, images, train=train)
       return method.embed(params, extra, augment.normalize(images), train=train)
 
     self._embed = jax.jit(
@@ -74,6 +78,11 @@ class Evaluator:
     self.test = test_arrays
     self.num_classes = int(max(train_arrays["label"].max(), test_arrays["label"].max()) + 1)
     self.extract = FeatureExtractor(method, mesh, config.eval.batch_size)
+    # A second backbone's own kNN (GDT's audio network), when the method has one and the data sound.
+    self.extract_audio = (
+        FeatureExtractor(method, mesh, config.eval.batch_size, method.embed_audio)
+        if hasattr(method, "embed_audio") and "audio" in train_arrays and "audio" in test_arrays else None
+    )
     self.trained_features = None  # (train, test) features of the last `full` evaluation
 
   def _knn(self, train_features, test_features, train_labels=None) -> float:
@@ -116,6 +125,10 @@ class Evaluator:
     results["linear_top1_random_init"] = linear.linear_probe_top1(random_train, self.train["label"], random_test, self.test["label"])
     mean = self.train[self.input_key].reshape(len(self.train[self.input_key]), -1).mean(0) / 255.0
     results["knn_top1_pixels"] = self._knn(pixel_features(self.train[self.input_key], mean), pixel_features(self.test[self.input_key], mean))
+    if self.extract_audio is not None:
+      audio = lambda p, e, **kw: (self.extract_audio(p, e, self.train["audio"], **kw), self.extract_audio(p, e, self.test["audio"], **kw))
+      results["knn_top1_audio"] = self._knn(*audio(params, extra))
+      results["knn_top1_audio_random_init"] = self._knn(*audio(random_params, random_extra, batch_norm_statistics=True))
     return results
 
 
@@ -124,7 +137,7 @@ def eval_array_loader(image_size: int, method) -> Callable:
   embeds at evaluation: centred narrow clips for `ClipViews`, else resized images."""
   request = getattr(method, "host_inputs", None)
   if isinstance(request, inputs.ClipViews):
-    return lambda source, max_examples: video.load_clip_eval_arrays(source, request.narrow, max_examples)
+    return lambda source, max_examples: video.load_clip_eval_arrays(source, request.narrow, max_examples, with_audio=request.narrow_audio)
   return lambda source, max_examples: pipeline.load_eval_arrays(source, image_size, max_examples)
 
 

@@ -13,6 +13,7 @@ from jaxssl.methods.base import Method, TrainState  # noqa: F401
 REGISTRY = {
     "byol": "jaxssl.methods.byol:BYOL",
     "brave": "jaxssl.methods.brave:BraVe",
+    "gdt": "jaxssl.methods.gdt:GDT",
     "barlow_twins": "jaxssl.methods.barlow_twins:BarlowTwins",
     "simsiam": "jaxssl.methods.simsiam:SimSiam",
     "vicreg": "jaxssl.methods.vicreg:VICReg",

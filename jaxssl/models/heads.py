@@ -47,6 +47,35 @@ class MLPHead(nnx.Module):
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32, f64 stays
 
 
+def dropout(rng: jax.Array | None, x: jax.Array, rate: float) -> jax.Array:
+  """Inverted dropout (zero a `rate` fraction, scale the rest by 1 / (1 - rate)); identity without a key."""
+  if rng is None or rate <= 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class GDTHead(nnx.Module):
+  """GDT's projection head: Dropout -> Linear (no bias) -> BN -> ReLU -> Dropout -> Linear.
+
+  The official `model.py:MLP` (dropout 0.3, 512 -> 512 -> 256); the caller L2-normalises the
+  output. The hidden Linear has no bias because the BatchNorm after it would cancel one.
+  Dropout is active only when a key is passed (training).
+  """
+
+  def __init__(self, in_features: int, hidden_features: int, out_features: int, *, dropout_rate: float = 0.3, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(in_features, hidden_features, use_bias=False, dtype=dtype, rngs=rngs)
+    self.norm = nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs)
+    self.output = nnx.Linear(hidden_features, out_features, dtype=dtype, rngs=rngs)
+    self.dropout_rate = dropout_rate
+
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    keys = jax.random.split(rng) if rng is not None else (None, None)
+    x = nnx.relu(self.norm(self.hidden(dropout(keys[0], x, self.dropout_rate))))
+    x = self.output(dropout(keys[1], x, self.dropout_rate))
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 class DINOHead(nnx.Module):
   """DINO's projection MLP up to the bottleneck (Caron et al. 2021, sec. 3.1 and appendix).
 
