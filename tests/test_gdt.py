@@ -1,7 +1,6 @@
 """GDT: the pair masks of every hypothesis against hand-written tables, the loss against a hand
 computation, the host views and time reversal, one step on 1 vs 8 devices, the paper preset traced."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
