@@ -393,21 +393,27 @@ def dino_teacher_probs(
   raise ValueError(f"Unknown DINO teacher centering '{centering}'; use 'centre' (DINO) or 'sinkhorn' (DINOv2).")
 
 
-def info_nce(queries: jax.Array, positive_keys: jax.Array, negative_keys: jax.Array, temperature: float) -> jax.Array:
+def info_nce(
+    queries: jax.Array, positive_keys: jax.Array, negative_keys: jax.Array, temperature: float, negative_weights: jax.Array | None = None
+) -> jax.Array:
   """MoCo's contrastive loss against a shared set of negatives (He et al. 2020, eq. 1).
 
-  L_q = -log [ exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_{k-} exp(q.k- / tau)) ], averaged over q.
+  L_q = -log [ exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_{k-} exp(w_k- q.k- / tau)) ], averaged over q.
 
   Args:
     queries: q [B, D], L2-normalised.
     positive_keys: k+ [B, D], L2-normalised; row b is the positive of query b.
     negative_keys: k- [K, D], L2-normalised (the queue, or memory-bank samples).
     temperature: tau (0.07 in MoCo v1, 0.2 in v2).
+    negative_weights: w [K] scaling each negative's similarity before the temperature
+      (VideoMoCo's temporal decay t^age); all 1 when None.
   Returns:
     A scalar: cross-entropy of (K+1)-way classification with the positive as class 0.
   """
   positive = jnp.sum(queries * positive_keys, axis=-1, keepdims=True)
   negative = queries @ negative_keys.T
+  if negative_weights is not None:
+    negative = negative * negative_weights.astype(negative.dtype)
   logits = jnp.concatenate([positive, negative], axis=-1) / temperature
   return -jnp.mean(jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))[:, 0])
 

@@ -14,6 +14,7 @@ REGISTRY = {
     "byol": "jaxssl.methods.byol:BYOL",
     "brave": "jaxssl.methods.brave:BraVe",
     "gdt": "jaxssl.methods.gdt:GDT",
+    "videomoco": "jaxssl.methods.videomoco:VideoMoCo",
     "barlow_twins": "jaxssl.methods.barlow_twins:BarlowTwins",
     "simsiam": "jaxssl.methods.simsiam:SimSiam",
     "vicreg": "jaxssl.methods.vicreg:VICReg",

@@ -46,10 +46,17 @@ def check_queue_size(queue_size: int, batch_size: int, views_enqueued: int = 1) 
     )
 
 
-def init_queue(rng: jax.Array, queue_size: int, dim: int) -> dict:
-  """A queue of random unit vectors (as in the official MoCo code) and its write pointer."""
+def init_queue(rng: jax.Array, queue_size: int, dim: int, track_age: bool = False) -> dict:
+  """A queue of random unit vectors (as in the official MoCo code) and its write pointer.
+
+  With `track_age`, also each slot's age in enqueues ('age', int32, 0 for the initial random
+  keys), for VideoMoCo's temporal decay (`temporal_decay_weights`).
+  """
   keys = losses.l2_normalize(jax.random.normal(rng, (queue_size, dim), jnp.float32))
-  return {"keys": keys, "pointer": jnp.zeros((), jnp.int32)}
+  queue = {"keys": keys, "pointer": jnp.zeros((), jnp.int32)}
+  if track_age:
+    queue["age"] = jnp.zeros((queue_size,), jnp.int32)
+  return queue
 
 
 def enqueue(queue: dict, keys: jax.Array) -> dict:
@@ -58,12 +65,25 @@ def enqueue(queue: dict, keys: jax.Array) -> dict:
   `keys` [B, D] is the GLOBAL batch of keys: under a sharded `jit` the batch axis spans every
   device, so this is the all-gathered enqueue of the paper. K % B == 0 (`check_queue_size`),
   so a batch never straddles the end of the queue; the pointer wraps to 0 after the last slot.
+  A queue with ages (VideoMoCo) ages every slot by one enqueue and gives the slots just written
+  age 1, as the official code's `count` buffer.
   """
   size, batch = queue["keys"].shape[0], keys.shape[0]
   pointer = queue["pointer"]
   start = (pointer, jnp.zeros_like(pointer))  # index types must match (int32 even under x64)
-  updated = jax.lax.dynamic_update_slice(queue["keys"], keys.astype(queue["keys"].dtype), start)
-  return {"keys": updated, "pointer": (pointer + batch) % size}
+  updated = {
+      "keys": jax.lax.dynamic_update_slice(queue["keys"], keys.astype(queue["keys"].dtype), start),
+      "pointer": (pointer + batch) % size,
+  }
+  if "age" in queue:
+    updated["age"] = jax.lax.dynamic_update_slice(queue["age"] + 1, jnp.ones((batch,), queue["age"].dtype), start[:1])
+  return updated
+
+
+def temporal_decay_weights(age: jax.Array, decay: float) -> jax.Array:
+  """VideoMoCo's weight t^age of each queued key (Pan et al. 2021): a key enqueued `age`
+  steps ago, by an encoder that has moved on since, counts less as a negative."""
+  return jnp.power(jnp.float32(decay), age.astype(jnp.float32))
 
 
 # ----------------------------------------------------------------------------------------------
