@@ -4,13 +4,15 @@ heads against heads trained one at a time, and a protocol run end to end on an e
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from jaxssl import checkpoint, models, train
-from jaxssl.evaluation import knn, protocols
+from jaxssl.errors import UserError
+from jaxssl.evaluation import finetune, knn, protocols
 from jaxssl.models import functional
 from tests import helpers
 
@@ -50,7 +52,7 @@ def test_held_out_validation_split_is_stratified_and_disjoint():
   assert np.bincount(labels[validation]).tolist() == [2, 2, 2, 2]
 
 
-@pytest.mark.parametrize("protocol", ["knn", "linear"])
+@pytest.mark.parametrize("protocol", ["knn", "linear", "finetune", "semisup"])
 def test_protocol_runs_on_an_exported_backbone(tmp_path, protocol):
   pretraining = helpers.tiny_byol_config()
   _, params, batch_stats = functional.split_module(models.make_backbone(pretraining.model, nnx.Rngs(0)))
@@ -64,9 +66,18 @@ def test_protocol_runs_on_an_exported_backbone(tmp_path, protocol):
   assert result["best_setting"] in result["scores"] and 0.0 <= result["best_top1"] <= 100.0
   assert result["data"] == pretraining.data.name
   assert result["image_size"] == pretraining.data.image_size  # the eval config's 0 keeps the pretraining's
-  if protocol == "linear":
+  if protocol in ("linear", "finetune"):
     sizes = result["split_sizes"]
     assert sizes["validation"] > 0 and sizes["train"] > sizes["validation"]
+  if protocol == "semisup":
+    assert set(result["scores"]) == {"10%", "50%"} and result["best_setting"] == "50%"
+    for name, fraction in (("10%", 0.1), ("50%", 0.5)):
+      saved = np.loadtxt(tmp_path / "out" / "eval" / f"semisup_{name[:-1]}pct_indices.txt", dtype=np.int64)
+      assert len(saved) == result["scores"][name]["labelled_examples"] == result["split_sizes"][f"train_{name}"]
+  if protocol in ("finetune", "semisup"):
+    # A second run finds the finished checkpoints, resumes at their last step and reports the same.
+    again = train.train_and_evaluate(config, str(tmp_path / "out"))
+    assert again["scores"] == result["scores"]
 
 
 def protocols_config(protocol):
@@ -80,6 +91,43 @@ def protocols_config(protocol):
   config.max_train_examples, config.max_test_examples = 200, 100
   if protocol == "linear":
     config.linear.learning_rates, config.linear.weight_decays, config.linear.epochs = (0.1, 1.0), (0.0,), 2
+  elif protocol in ("finetune", "semisup"):
+    config.finetune.epochs, config.finetune.batch_size, config.finetune.crop_padding = 2, 50, 2
+    if protocol == "semisup":
+      config.semisup.fractions = (0.1, 0.5)
   else:
     config.knn.ks, config.knn.temperatures = (5, 20), (0.07,)
   return config.to_dict()
+
+
+def test_semisup_subsets_are_stratified_and_seeded():
+  labels = np.repeat(np.arange(4), [100, 50, 30, 7])
+  subset = finetune.stratified_subset(labels, 0.1, seed=3)
+  assert np.bincount(labels[subset], minlength=4).tolist() == [10, 5, 3, 1]  # at least one per class
+  np.testing.assert_array_equal(subset, finetune.stratified_subset(labels, 0.1, seed=3))
+  assert not np.array_equal(subset, finetune.stratified_subset(labels, 0.1, seed=4))
+  with pytest.raises(UserError, match="label fraction"):
+    finetune.stratified_subset(labels, 0.0, seed=0)
+
+
+def test_layer_decay_gives_the_head_the_full_rate_and_the_stem_the_least():
+  config = helpers.tiny_byol_config()
+  _, params, _ = functional.split_module(models.make_backbone(config.model, nnx.Rngs(0)))
+  params = {"backbone": params, "head": {"kernel": np.zeros((2, 2)), "bias": np.zeros(2)}}
+  num_blocks = len(params["backbone"]["blocks"])
+  rates = finetune.layer_rate_multipliers(params, 0.5)
+  assert rates["head"]["kernel"] == 1.0
+  assert rates["backbone"]["stem_conv"]["kernel"] == 0.5 ** (num_blocks + 1)
+  for i in range(num_blocks):
+    assert set(jax.tree.leaves(rates["backbone"]["blocks"][i])) == {0.5 ** (num_blocks - i)}
+  assert set(jax.tree.leaves(finetune.layer_rate_multipliers(params, 1.0))) == {1.0}
+
+
+def test_random_crop_flip_is_a_crop_of_the_padded_image():
+  images = np.random.default_rng(0).integers(0, 256, (6, 5, 5, 3), dtype=np.uint8)
+  out = np.asarray(finetune.random_crop_flip(jax.random.key(0), images, 1))
+  floats = images.astype(np.float32) / 255.0
+  for image, got in zip(floats, out):
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+    crops = [c for i in range(3) for j in range(3) for c in (padded[i:i + 5, j:j + 5], padded[i:i + 5, j:j + 5][:, ::-1])]
+    assert any(np.allclose(got, c, atol=1e-6) for c in crops)

@@ -1,4 +1,4 @@
-"""Settings shared by the evaluation protocols' configs (configs/eval/knn.py, linear.py)."""
+"""Settings shared by the evaluation protocols' configs (configs/eval/knn.py, linear.py, finetune.py, semisup.py)."""
 
 import ml_collections
 
@@ -19,3 +19,18 @@ def base_config(protocol: str) -> ml_collections.ConfigDict:
   c.data.image_size = 0
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
   return c
+
+
+def finetune_config() -> ml_collections.ConfigDict:
+  """Fine-tuning settings (jaxssl/evaluation/finetune.py), shared by finetune.py and semisup.py."""
+  f = ml_collections.ConfigDict()
+  f.learning_rate = 0.05  # SGD, Nesterov momentum 0.9, cosine decay to 0
+  f.weight_decay = 5e-4  # on weights, not biases or norms
+  f.epochs = 30
+  f.batch_size = 256
+  f.layer_decay = 1.0  # 1.0: off; e.g. 0.75 for ViTs (the rate x decay^(blocks above))
+  f.batch_norm = "train"  # 'train' (batch statistics, running averages updated) or 'frozen'
+  f.crop_padding = 4  # random crop of the image reflect-padded by this many pixels (CIFAR's 4 at 32 px)
+  f.validation_every = 10  # finetune: every 10th training example of each class validates
+  f.checkpoint_every = 500
+  return f

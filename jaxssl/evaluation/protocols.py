@@ -14,6 +14,13 @@ pretraining's unless `config.data.name` says otherwise. Each protocol writes
   weight decay of the grid, all heads trained in ONE compiled pass (`jax.vmap` over the heads). The
   best setting is chosen on a validation split held out of the training split (every
   `validation_every`-th example of each class), then reported on the test split.
+* `finetune`: the whole backbone and a new linear head trained on the training split (minus the
+  same validation split), with the standard random crop and flip, layer-wise learning-rate decay
+  and BatchNorm 'train' or 'frozen' (`jaxssl.evaluation.finetune`); validation and test top-1.
+* `semisup`: the same fine-tuning on 1% and 10% of the training labels (`config.semisup.fractions`),
+  a stratified subset drawn with the seed and saved as `eval/semisup_<pct>pct_indices.txt`, or
+  read from `config.semisup.subset_files` (one training-split index per line); test top-1.
+The fine-tuning protocols checkpoint under WORKDIR and resume like pretraining.
 
 Image backbones only for now: a video backbone is refused with a sentence saying so.
 """
@@ -29,14 +36,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl import logs
+from jaxssl import checkpoint, logs
 from jaxssl.data import pipeline, sources
 from jaxssl.data.base import DataSpec
 from jaxssl.errors import UserError
-from jaxssl.evaluation import knn
+from jaxssl.evaluation import finetune, knn
 from jaxssl.transforms import augment
 
-PROTOCOLS = ("knn", "linear")
+PROTOCOLS = ("knn", "linear", "finetune", "semisup")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,6 +152,69 @@ def extract_features(encoder, images: np.ndarray, batch_size: int) -> np.ndarray
   return np.concatenate([np.asarray(embed(jnp.asarray(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)])
 
 
+def _read_subset(path: str, count: int) -> np.ndarray:
+  try:
+    with open(path) as f:
+      indices = np.asarray([int(line) for line in f if line.strip()], np.int64)
+  except (OSError, ValueError) as e:
+    raise UserError(f"The subset file '{path}' cannot be read as one training-split index per line ({e}); fix the file or drop it from config.semisup.subset_files.") from e
+  if len(indices) == 0 or indices.min() < 0 or indices.max() >= count:
+    raise UserError(f"The subset file '{path}' names indices outside the {count} training examples; it was written for other data.")
+  return np.unique(indices)
+
+
+def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: dict, workdir: str) -> dict[str, Any]:
+  """Fine-tunes the backbone on the training split (`finetune`) or on label fractions of it
+  (`semisup`); returns the result fields (split sizes, scores, best setting and top-1)."""
+  from jaxssl import export, models  # pylint: disable=g-import-not-at-top
+  from jaxssl.models import functional  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  params, batch_stats, pretraining = checkpoint.load_backbone(directory)
+  structure = nnx.eval_shape(lambda: models.make_backbone(ml_collections.ConfigDict(pretraining["model"]), nnx.Rngs(0)))
+  backbone = functional.split_module(structure)[0]
+  as_arrays = lambda tree: jax.tree.map(jnp.asarray, export._to_numpy(tree))  # pylint: disable=protected-access  (block keys back to ints)
+  params, batch_stats = as_arrays(params), as_arrays(batch_stats)
+  images, labels = train_arrays["image"], train_arrays["label"]
+  num_classes = int(max(labels.max(), test_arrays["label"].max()) + 1)
+  cfg = config.finetune
+  log = lambda message: print(message, flush=True)
+  test = lambda p, s: finetune.top1(backbone, p, s, test_arrays["image"], test_arrays["label"], config.batch_size)
+  if config.protocol == "finetune":
+    fit, validation = held_out_split(labels, cfg.validation_every)
+    tuned, stats = finetune.finetune(
+        backbone, params, batch_stats, images[fit], labels[fit], num_classes=num_classes, cfg=cfg, seed=config.seed,
+        checkpoint_dir=os.path.join(workdir, "checkpoints_finetune"), log=log,
+    )
+    setting = f"lr={cfg.learning_rate:g},wd={cfg.weight_decay:g},layer_decay={cfg.layer_decay:g},bn={cfg.batch_norm}"
+    validation_top1 = finetune.top1(backbone, tuned, stats, images[validation], labels[validation], config.batch_size)
+    test_top1 = test(tuned, stats)
+    return {
+        "split_sizes": {"train": len(fit), "validation": len(validation), "test": len(test_arrays["label"])},
+        "scores": {setting: {"validation_top1": validation_top1, "test_top1": test_top1}},
+        "best_setting": setting,
+        "best_top1": test_top1,
+    }
+  files = dict(config.semisup.get("subset_files", {}) or {})
+  scores, sizes = {}, {"test": len(test_arrays["label"])}
+  for fraction in config.semisup.fractions:
+    name = f"{fraction * 100:g}%"
+    source = files.get(f"{fraction:g}") or files.get(name)
+    subset = _read_subset(source, len(labels)) if source else finetune.stratified_subset(labels, fraction, config.seed)
+    path = finetune.subset_path(workdir, fraction)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savetxt(path, subset, fmt="%d")
+    log(f"semisup {name}: fine-tuning on {len(subset)} of {len(labels)} labelled examples (indices in {path})")
+    tuned, stats = finetune.finetune(
+        backbone, params, batch_stats, images[subset], labels[subset], num_classes=num_classes, cfg=cfg, seed=config.seed,
+        checkpoint_dir=os.path.join(workdir, f"checkpoints_semisup_{fraction * 100:g}pct"), log=log,
+    )
+    scores[name] = {"test_top1": test(tuned, stats), "labelled_examples": int(len(subset)), "subset_file": os.path.basename(path)}
+    sizes[f"train_{name}"] = int(len(subset))
+  best = max(scores, key=lambda k: scores[k]["labelled_examples"])  # the largest fraction
+  return {"split_sizes": sizes, "scores": scores, "best_setting": best, "best_top1": scores[best]["test_top1"]}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs `config.protocol` on `config.backbone`; writes and returns WORKDIR/eval/<protocol>.json."""
   from jaxssl import export  # pylint: disable=g-import-not-at-top
@@ -161,15 +231,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   spec = DataSpec.from_config(data)
   train_arrays = pipeline.load_eval_arrays(sources.make_source(spec, spec.train_split), spec.image_size, config.max_train_examples)
   test_arrays = pipeline.load_eval_arrays(sources.make_source(spec, spec.eval_split), spec.image_size, config.max_test_examples)
-  encoder = export.load_backbone(directory)
-  train_features = extract_features(encoder, train_arrays["image"], config.batch_size)
-  test_features = extract_features(encoder, test_arrays["image"], config.batch_size)
   result = {"protocol": config.protocol, "backbone": directory, "data": spec.name, "image_size": spec.image_size, "settings": config.to_dict()}
+  if config.protocol in ("knn", "linear"):
+    encoder = export.load_backbone(directory)
+    train_features = extract_features(encoder, train_arrays["image"], config.batch_size)
+    test_features = extract_features(encoder, test_arrays["image"], config.batch_size)
 
   if config.protocol == "knn":
     scores = knn_sweep(train_features, train_arrays["label"], test_features, test_arrays["label"], list(config.knn.ks), list(config.knn.temperatures))
     best = max(scores, key=scores.get)
     result.update(split_sizes={"train": len(train_features), "test": len(test_features)}, scores=scores, best_setting=best, best_top1=scores[best])
+  elif config.protocol in ("finetune", "semisup"):
+    result.update(_finetune_protocol(config, directory, train_arrays, test_arrays, workdir))
   else:
     cfg = config.linear
     fit, validation = held_out_split(train_arrays["label"], cfg.validation_every)
