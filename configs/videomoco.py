@@ -83,7 +83,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.videomoco = ml_collections.ConfigDict()
   # The built-in paths include mirror-image pairs (clockwise vs counter-clockwise circles), so
   # flips would make classes indistinguishable. The clips are seen as motion (frame
-  # differences, the dropped frames replaced before differencing), as GDT's and BraVe's CPU presets:
+  # differences; the generator drops 2 of the 7), as GDT's and BraVe's CPU presets:
   # a small network fed RGB clips of this data does not find the motion in a few hundred steps.
   c.videomoco.clip = _clip("motion", 8, 1, 16, crop_scale=(0.3, 1.0), flip_prob=0.0)
   # Paper: R(2+1)D-18 (the paper preset); too slow for a short CPU run (see configs/gdt.py).

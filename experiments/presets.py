@@ -69,7 +69,7 @@ PRESETS = (
     Preset("configs/brave.py:quick"),
     Preset("configs/brave.py:motion_audio", "the previous quickstart: motion + audio broad views, batch 64"),
     Preset("configs/gdt.py:quick", "time-reversal distinctive, time-shift invariant (hypothesis 8)"),
-    Preset("configs/videomoco.py:quick", "motion clips; the generator drops 2 of 8 frames from step 150"),
+    Preset("configs/videomoco.py:quick", "motion clips; the generator drops 2 of 7 frame differences from step 150"),
     Preset("configs/simclr.py:quick"),
     Preset("configs/moco.py:quick", "MoCo v2; kNN with k=200"),
     Preset("configs/moco.py:v1,quick", "kNN with k=200"),

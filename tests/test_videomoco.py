@@ -99,7 +99,7 @@ def tiny_config(**overrides):
   c.batch_size = 8
   c.total_steps = 4
   c.optimizer.warmup_steps = 0
-  c.videomoco.clip = videomoco_config._clip("motion", 4, 1, 8, flip_prob=0.5)
+  c.videomoco.clip = videomoco_config._clip("motion", 5, 1, 8, flip_prob=0.5)  # 4 frame differences, 1 dropped
   c.videomoco.video_width_multiplier = 0.25
   c.videomoco.bn_groups = 2
   c.videomoco.adversarial_start_step = 1  # step 0 plain MoCo, step 1 on adversarial
@@ -130,10 +130,10 @@ def setup():
 
 def test_query_and_key_are_the_same_frames_through_different_crops(setup):
   config, method, _, _, batch, records = setup
-  assert batch["narrow"].shape == batch["broad0"].shape == (8, 4, 8, 8, 3)
+  assert batch["narrow"].shape == batch["broad0"].shape == (8, 5, 8, 8, 3)
   assert set(batch) == {"narrow", "broad0", "label"}
   # With the whole frame as the crop and no flip, the two views are identical: the same frames.
-  whole = videomoco_config._clip("motion", 4, 1, 8, crop_scale=(1.0, 1.0), flip_prob=0.0)
+  whole = videomoco_config._clip("motion", 5, 1, 8, crop_scale=(1.0, 1.0), flip_prob=0.0)
   cfg = tiny_config(clip=whole)
   transform = train.make_host_transform(methods.make_method(cfg), builtin_av.MovingShapesSource.__new__(builtin_av.MovingShapesSource))
   for i, record in enumerate(records[:3]):

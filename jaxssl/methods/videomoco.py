@@ -33,6 +33,11 @@ Follows the paper and departs from the official code (tinapan-pt/VideoMoCo) in t
 Colour jitter and flips are drawn per clip; the code's kornia augmentation runs on B*T frames,
 so every frame of a clip gets a different jitter and flip, which is most likely unintended.
 
+The generator sees and drops frames of what the encoder sees: RGB frames, or, on the CPU
+presets' motion clips, frame differences. A constant difference frame is a moment without
+motion; a dropped RGB frame differenced afterwards would instead put that frame's appearance
+into two difference frames (on :quick that hurt: experiments/README.md).
+
 The paper trains plain MoCo for the first half (`adversarial_start_step`): before it no frame is
 dropped and G's objective is zero.
 """
@@ -143,7 +148,9 @@ class VideoMoCo:
     self.clip_view = inputs.clip_view_spec(cfg.clip)
     if self.clip_view.modality not in _CLIP_MODALITIES:
       raise UserError(f"config.videomoco.clip.modality is '{self.clip_view.modality}'; use one of {_CLIP_MODALITIES}.")
-    self.num_dropped = num_dropped_frames(self.clip_view.num_frames, cfg.drop_fraction)
+    # The generator drops frames of what the encoder sees: RGB frames, or frame differences.
+    input_frames = self.clip_view.num_frames - (1 if self.clip_view.modality == "motion" else 0)
+    self.num_dropped = num_dropped_frames(input_frames, cfg.drop_fraction)
     # Query ('narrow') and key ('broad0') are the same frames, each through its own crop and flip.
     frames = dataclasses.replace(self.clip_view, modality="rgb")
     self.host_inputs = inputs.ClipViews(frames, (frames,), synced_starts=True)
@@ -189,17 +196,18 @@ class VideoMoCo:
     return clip_ops.frame_differences(clips) if self.clip_view.modality == "motion" else clips
 
   def _encoder(self, params: dict, stats: dict):
-    """normalised RGB clips -> ((features, projection), batch stats) for one (sub-)batch."""
+    """backbone inputs (`video_input`) -> ((features, projection), batch stats) for one (sub-)batch."""
 
-    def encode(clips):
-      features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], self.video_input(clips), train=True)
+    def encode(inputs):
+      features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], inputs, train=True)
       projection, head_stats = self.head(params["head"], stats["head"], features, train=True)
       return (features, projection), {"backbone": backbone_stats, "head": head_stats}
 
     return encode
 
   def masked_queries(self, params: dict, clips: jax.Array, adversarial: jax.Array) -> tuple[jax.Array, dict]:
-    """(query clips, metrics): the generator's frame dropping once `adversarial`, else the clips."""
+    """(query inputs, metrics): the generator's frame dropping once `adversarial`, else `clips`
+    (the backbone's inputs: RGB frames or frame differences) unchanged."""
     importance, _ = self.generator(params[GENERATOR], {}, clips, train=True)
     masked, dropped = drop_frames(clips, importance, self.num_dropped)
     metrics = {
@@ -215,7 +223,8 @@ class VideoMoCo:
     cfg = self.config.videomoco
     query_rng, key_rng, shuffle_rng = jax.random.split(rng, 3)
     normalize = lambda key, frames: augment.normalize(clip_ops.augment_clips(key, frames, self.clip_augment))
-    query_clips, key_clips = normalize(query_rng, batch["narrow"]), normalize(key_rng, batch["broad0"])
+    query_clips = self.video_input(normalize(query_rng, batch["narrow"]))
+    key_clips = self.video_input(normalize(key_rng, batch["broad0"]))
     adversarial = jnp.asarray(step) >= cfg.adversarial_start_step
     query_clips, metrics = self.masked_queries(params, query_clips, adversarial)
     (features, projection), stats = dictionaries.apply_in_groups(self._encoder(params, extra["batch_stats"]), query_clips, self.num_groups)
