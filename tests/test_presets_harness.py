@@ -101,11 +101,19 @@ def test_merge_replaces_only_the_same_preset_seed_and_commit(harness):
 
 
 def test_write_tables_fills_the_marked_block_of_each_document(harness, tmp_path):
-  document = tmp_path / "README.md"
+  document, summary = tmp_path / "README.md", tmp_path / "SUMMARY.md"
   (begin, end), (held_begin, held_end) = harness.markers("presets"), harness.markers("held-out")
+  patterns_begin, patterns_end = harness.markers("pretext-on-patterns")
   document.write_text(f"intro\n{begin}\nstale table\n{end}\nmiddle\n{held_begin}\nstale\n{held_end}\noutro\n")
+  summary.write_text(f"{begin}\nstale\n{end}\n")
   rows = [_row("configs/simclr.py:quick", 0, "abc1234", 40.0), _row("configs/simclr.py on builtin:scenes", 0, "abc1234", 44.0)]
-  harness.write_tables(rows, tmp_path / "results", [document])
+  # The pretext-on-patterns table has a block in neither document: refused, naming its markers.
+  with pytest.raises(ValueError, match="pretext-on-patterns:begin"):
+    harness.write_tables(rows, tmp_path / "results", [document, summary])
+  summary.write_text(f"{begin}\nstale\n{end}\n{patterns_begin}\nstale\n{patterns_end}\n")
+  harness.write_tables(rows, tmp_path / "results", [document, summary])
+  assert "| `configs/rotnet.py:quick on builtin:patterns` | - | not measured |" in summary.read_text()
+  assert "40.0 (s0)" in summary.read_text()
   text = document.read_text()
   assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
   presets_block = text.split(begin)[1].split(end)[0]
