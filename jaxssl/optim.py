@@ -78,7 +78,8 @@ def _base_optimizer(opt: ml_collections.ConfigDict, learning_rate) -> optax.Grad
     )
   if opt.name == "adamw":
     return optax.adamw(
-        learning_rate, weight_decay=opt.weight_decay, mask=decay_mask if opt.exclude_bias_and_norm else None
+        learning_rate, b1=opt.get("adam_b1", 0.9), weight_decay=opt.weight_decay,
+        mask=decay_mask if opt.exclude_bias_and_norm else None,
     )
   if opt.name == "sgd":
     return optax.chain(

@@ -31,6 +31,7 @@ REGISTRY = {
     "ssl_robustness": "jaxssl.methods.ssl_robustness:SSLRobustness",
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
     "colorization": "jaxssl.methods.colorization:Colorization",
+    "context_encoder": "jaxssl.methods.context_encoder:ContextEncoder",
 }
 
 

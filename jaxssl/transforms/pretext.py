@@ -186,3 +186,51 @@ def rotate_each(images: jax.Array, turns: jax.Array) -> jax.Array:
   """Turns image i counter-clockwise by 90 x turns[i] degrees: [B, H, H, C], [B] -> [B, H, H, C]."""
   rotated = jnp.stack([jnp.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)], axis=1)
   return jnp.take_along_axis(rotated, turns.reshape(-1, 1, 1, 1, 1), axis=1)[:, 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Inpainting masks (context encoders, Pathak et al. 2016): [B, H, W, 1] floats, 1 in the hole.
+# ----------------------------------------------------------------------------------------------
+
+MASKS = ("central", "random_block", "random_region")
+
+
+def central_mask(batch_size: int, size: int, overlap: int = 0) -> jax.Array:
+  """The centre square of side size/2, shrunk by `overlap` px on each side: the official code's
+  hole, whose prediction also covers an `overlap`-px border of context."""
+  start, stop = size // 4 + overlap, size // 4 + size // 2 - overlap
+  line = (jnp.arange(size) >= start) & (jnp.arange(size) < stop)
+  square = (line[:, None] & line[None, :]).astype(jnp.float32)
+  return jnp.broadcast_to(square[None, :, :, None], (batch_size, size, size, 1))
+
+
+def random_block_mask(rng: jax.Array, batch_size: int, size: int, num_blocks: int, block_size: int) -> jax.Array:
+  """`num_blocks` squares of side `block_size` per image at uniform positions, possibly
+  overlapping (the paper's random blocks: up to a quarter of the image for 4 blocks of size/4)."""
+  corners = jax.random.randint(rng, (batch_size, num_blocks, 2), 0, size - block_size + 1)
+  position = jnp.arange(size)
+  inside = (position >= corners[..., None]) & (position < corners[..., None] + block_size)  # [B, K, 2, size]
+  blocks = inside[:, :, 0, :, None] & inside[:, :, 1, None, :]  # [B, K, size, size]
+  return jnp.any(blocks, axis=1)[..., None].astype(jnp.float32)
+
+
+def random_region_mask(rng: jax.Array, batch_size: int, size: int, fraction: float, noise_cells: int) -> jax.Array:
+  """Smooth random shapes covering exactly `fraction` of each image.
+
+  The official code thresholds bicubic-upsampled uniform noise at 0.25 and keeps crops with 20-30%
+  masked; thresholding each image's upsampled noise at its own `fraction` quantile gives the same
+  shapes with the area fixed, and no rejection loop.
+  """
+  noise = jax.random.uniform(rng, (batch_size, noise_cells, noise_cells))
+  smooth = jax.image.resize(noise, (batch_size, size, size), method="cubic")
+  threshold = jnp.quantile(smooth.reshape(batch_size, -1), fraction, axis=-1)
+  return (smooth <= threshold[:, None, None])[..., None].astype(jnp.float32)
+
+
+def near_hole(mask: jax.Array, distance: int) -> jax.Array:
+  """1 on the context pixels within `distance` px (Chebyshev) of the hole, else 0."""
+  if distance <= 0:
+    return jnp.zeros_like(mask)
+  window = (1, 2 * distance + 1, 2 * distance + 1, 1)
+  dilated = jax.lax.reduce_window(mask, jnp.zeros((), mask.dtype), jax.lax.max, window, (1, 1, 1, 1), "SAME")
+  return dilated * (1.0 - mask)
