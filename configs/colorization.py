@@ -1,17 +1,19 @@
 """Colorful image colorization (Zhang, Isola, Efros 2016, "Colorful Image Colorization") as a
 pretext task; see jaxssl/methods/colorization.py.
 
-Presets (`--config=configs/colorization.py:NAME`):
+Presets (`--config=configs/colorization.py:NAME`; tokens combine, e.g. `quick,larsson`):
   (none)    built-in scenes on CPU (objects whose colours depend on what they are), 1200 steps.
   quick     the same, 600 steps: at most 5 minutes on 2 cores.
   imagenet  the paper's setting with a ResNet-50 in place of its VGG-style network: 176 px crops
             (official), batch 40 (official), Adam lr 3e-5 (paper: 3.16e-5, beta 0.9 / 0.99,
             weight decay 1e-3), ab targets on a grid of 44 cells (stride 4 of 176 px).
+  larsson   Larsson et al. (2017)'s head instead: grey input, 32-bin hue and chroma
+            histograms per target cell, KL loss (hue weighted 5 x chroma, as their code).
 """
 
 import ml_collections
 
-_PRESETS = ("", "quick", "imagenet")
+_TOKENS = ("quick", "imagenet", "larsson")
 
 
 def _view(size: int, crop_scale=(0.5, 1.0)) -> ml_collections.ConfigDict:
@@ -23,8 +25,10 @@ def _view(size: int, crop_scale=(0.5, 1.0)) -> ml_collections.ConfigDict:
 
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
-  if preset not in _PRESETS:
-    raise ValueError(f"Unknown preset {preset!r} for configs/colorization.py; choose one of {_PRESETS}.")
+  tokens = [t for t in preset.split(",") if t]
+  unknown = [t for t in tokens if t not in _TOKENS]
+  if unknown:
+    raise ValueError(f"Unknown preset token(s) {unknown} for configs/colorization.py; use any of {_TOKENS}, e.g. 'quick'.")
   c = ml_collections.ConfigDict()
   c.method = "colorization"
   c.seed = 0
@@ -50,6 +54,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.augment.views = [_view(32)]
 
   c.colorization = ml_collections.ConfigDict()
+  c.colorization.head = "larsson" if "larsson" in tokens else "zhang"  # 'zhang': ab bins; 'larsson': hue/chroma histograms
   c.colorization.bins_file = ""  # '' derives the in-gamut 10-unit grid (261 bins); or a [Q, 2] .npy (the paper's 313)
   c.colorization.neighbours = 10  # official code: 10 (the paper says 5)
   c.colorization.sigma = 5.0  # paper: 5
@@ -85,11 +90,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.max_test_examples = 10000
   c.eval.batch_size = 512
 
-  if preset == "quick":
+  if "quick" in tokens:
     c.total_steps = 600
     c.checkpoint_every = 300
     c.eval.knn_every = 300
-  elif preset == "imagenet":
+  if "imagenet" in tokens:
     c.data.name = "tfds:imagenet2012"
     c.data.train_split, c.data.eval_split = "train", "validation"
     c.data.image_size = 176  # official crop

@@ -95,3 +95,80 @@ def test_grey_images_carry_no_colour_loss(setup):
   grey = np.repeat(np.asarray(batch["view0"]).mean(-1, keepdims=True).astype(np.uint8), 3, axis=-1)
   _, aux = method.loss(state.params, state.extra, {**batch, "view0": jnp.asarray(grey)}, jax.random.key(1), 0)
   assert float(aux["metrics"]["colour_loss"]) == 0.0
+
+
+# --- Larsson et al. (2017)'s hue / chroma histogram head -----------------------------------------
+
+
+def test_histograms_split_each_value_between_its_two_nearest_bins():
+  bins = colorization.LARSSON_BINS
+  values = jnp.asarray([0.5 / bins, 1.0 / bins, 0.999, 0.0])
+  hue = np.asarray(colorization.interpolated_histogram(values, bins, circular=True))
+  chroma = np.asarray(colorization.interpolated_histogram(values, bins, circular=False))
+  np.testing.assert_allclose(hue.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(chroma.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(hue[0, 0], 1.0, atol=1e-5)  # exactly a bin centre
+  np.testing.assert_allclose(hue[1, :2], [0.5, 0.5], atol=1e-5)  # half way between centres 0 and 1
+  np.testing.assert_allclose([hue[2, -1], hue[2, 0]], [0.532, 0.468], atol=1e-3)  # hue wraps around
+  np.testing.assert_allclose(chroma[2, -1], 1.0, atol=1e-5)  # chroma does not
+  np.testing.assert_allclose([hue[3, -1], hue[3, 0]], [0.5, 0.5], atol=1e-5)
+  np.testing.assert_allclose(chroma[3, 0], 1.0, atol=1e-5)
+
+
+def test_larsson_loss_by_hand():
+  rng = np.random.default_rng(0)
+  rgb = rng.uniform(size=(2, 3, 3, 3)).astype(np.float32)
+  logits = rng.normal(size=(2, 3, 3, 2 * colorization.LARSSON_BINS)).astype(np.float32)
+  bins = colorization.LARSSON_BINS
+
+  def histogram(value, circular):
+    out = np.zeros(bins)
+    position = value * bins - 0.5
+    lower = int(np.floor(position))
+    weight = position - lower
+    for index, mass in ((lower, 1 - weight), (lower + 1, weight)):
+      out[index % bins if circular else min(max(index, 0), bins - 1)] += mass
+    return out
+
+  def kl(target, logit):
+    log_p = logit - np.log(np.sum(np.exp(logit)))
+    return sum(t * (np.log(t) - lp) for t, lp in zip(target, log_p) if t > 0)
+
+  expected = []
+  for pixel, logit in zip(rgb.reshape(-1, 3), logits.reshape(-1, 2 * bins)):
+    r, g, b = pixel.astype(np.float64)
+    chroma = max(r, g, b) - min(r, g, b)
+    hue = __import__("colorsys").rgb_to_hsv(r, g, b)[0]
+    expected.append(kl(histogram(chroma, False), logit[bins:]) + 5.0 * chroma * kl(histogram(hue, True), logit[:bins]))
+  np.testing.assert_allclose(colorization.larsson_loss(jnp.asarray(logits), jnp.asarray(rgb)), np.mean(expected), rtol=1e-4)
+
+
+def test_larsson_decoding_recovers_a_confident_colour():
+  """Logits peaked on a colour's hue and chroma bins decode to that colour (to the bin width)."""
+  bins = colorization.LARSSON_BINS
+  rgb = np.array([[0.8, 0.3, 0.4], [0.2, 0.5, 0.6]], np.float32)
+  hue, chroma = (np.asarray(v) for v in colorization.hue_chroma(jnp.asarray(rgb)))
+  logits = np.full((2, 2 * bins), -30.0, np.float32)
+  for i in range(2):
+    logits[i, int(hue[i] * bins)] = logits[i, bins + int(chroma[i] * bins)] = 30.0
+  decoded = np.asarray(colorization.larsson_decode(jnp.asarray(logits), jnp.asarray(rgb.mean(-1))))
+  np.testing.assert_allclose(decoded.mean(-1), rgb.mean(-1), atol=1e-5)  # the grey level is kept
+  np.testing.assert_allclose(decoded, rgb, atol=0.06)
+
+
+def test_larsson_preset_trains_one_step_on_grey_input():
+  config = helpers.tiny_config(colorization_config.get_config("quick,larsson"), **{"colorization.target_cells": 4, "data.name": "builtin:scenes"})
+  method = methods.make_method(config)
+  assert method.num_outputs == 2 * colorization.LARSSON_BINS
+  tx = optim.make_optimizer(config)
+  state = train.create_train_state(method, tx, jax.random.key(0))
+  batch = {"view0": _batch(config)["view0"]}
+  new_state, metrics = jax.jit(train.make_train_step(method, tx, optim.learning_rate_schedule(config)))(state, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics["colour_loss"])) and float(metrics["colour_loss"]) > 0
+  rgb = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16, 3)), jnp.float32)
+  net_input = np.asarray(method.network_input(rgb))
+  np.testing.assert_allclose(net_input[..., 0], 2 * np.asarray(rgb).mean(-1) - 1, atol=1e-6)  # grey, not L
+  columns = jax.jit(method.sample_grid)(new_state.params, new_state.extra, (np.asarray(rgb) * 255).astype(np.uint8))
+  assert columns["colorized"].shape == (2, 16, 16, 3)
+  with pytest.raises(ValueError, match="config.colorization.head"):
+    methods.make_method(helpers.tiny_config(colorization_config.get_config("quick"), **{"colorization.head": "histogram"}))

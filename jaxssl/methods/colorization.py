@@ -21,17 +21,30 @@ backbone built for RGB takes it unchanged; `embed` does the same to the RGB imag
 so evaluation sees what training saw. The head is a 1x1 convolution on the last stage's feature
 map, upsampled to the target grid (the paper's network is fully convolutional to stride 4).
 Decoding (the sample grid in plots/) is the annealed mean (T 0.38).
+
+`colorization.head = 'larsson'` is the head of Larsson, Maire and Shakhnarovich (2017,
+"Colorization as a Proxy Task for Visual Understanding"): the input is grey (the mean of RGB, as
+their code), and each target cell gets two 32-bin histograms, of hue (HSV's H, circular) and of
+chroma (max(RGB) - min(RGB)), trained with KL divergence against the true value spread over its
+two nearest bins:
+
+  L = KL(chroma) + 5 * chroma * KL(hue)      (their weighting: a grey pixel's hue means nothing)
+
+Decoding takes the expected chroma and the circular mean of the hue and puts that colour on the
+grey level.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import dm_pix as pix
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from jaxssl import models
+from jaxssl.errors import UserError
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import linear_probe_loss
 from jaxssl.models import functional
@@ -39,6 +52,61 @@ from jaxssl.transforms import augment, colour
 
 # Below this ab magnitude everywhere, an image has no colour to learn from (official NonGrayMask).
 GREY_THRESHOLD = 5.0
+HEADS = ("zhang", "larsson")
+LARSSON_BINS = 32  # hue and chroma bins (Larsson et al. 2017)
+LARSSON_HUE_WEIGHT = 5.0  # official: CE_chroma + mean(5 * chroma * CE_hue)
+
+
+def grey_input(rgb: jax.Array) -> jax.Array:
+  """RGB in [0, 1] -> Larsson's input: the mean of RGB, as 2 * grey - 1 on three channels."""
+  return jnp.broadcast_to(2.0 * rgb.mean(axis=-1, keepdims=True) - 1.0, rgb.shape)
+
+
+def interpolated_histogram(values: jax.Array, bins: int, circular: bool) -> jax.Array:
+  """Values in [0, 1] -> [..., bins] histograms with the value's mass split linearly between the
+  two nearest bin centres (k + 0.5) / bins; hue wraps around, chroma is clamped at the ends."""
+  position = values * bins - 0.5
+  lower = jnp.floor(position)
+  upper_weight = position - lower
+  lower, upper = lower.astype(jnp.int32), lower.astype(jnp.int32) + 1
+  if circular:
+    lower, upper = lower % bins, upper % bins
+  else:
+    lower, upper = jnp.clip(lower, 0, bins - 1), jnp.clip(upper, 0, bins - 1)
+  return (1.0 - upper_weight)[..., None] * jax.nn.one_hot(lower, bins) + upper_weight[..., None] * jax.nn.one_hot(upper, bins)
+
+
+def hue_chroma(rgb: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """RGB in [0, 1] -> (hue in [0, 1), chroma = max - min in [0, 1])."""
+  return pix.rgb_to_hsv(rgb)[..., 0] % 1.0, rgb.max(axis=-1) - rgb.min(axis=-1)
+
+
+def kl_divergence(target: jax.Array, logits: jax.Array) -> jax.Array:
+  """KL(target || softmax(logits)) over the last axis (0 log 0 = 0)."""
+  entropy_term = jnp.sum(jnp.where(target > 0, target * jnp.log(jnp.where(target > 0, target, 1.0)), 0.0), axis=-1)
+  return entropy_term - jnp.sum(target * jax.nn.log_softmax(logits), axis=-1)
+
+
+def larsson_loss(logits: jax.Array, rgb_cells: jax.Array) -> jax.Array:
+  """Mean over cells of KL(chroma) + 5 * chroma * KL(hue); logits [..., 2 * 32] are hue then chroma."""
+  hue, chroma = hue_chroma(rgb_cells)
+  hue_logits, chroma_logits = jnp.split(logits.astype(jnp.float32), 2, axis=-1)
+  chroma_kl = kl_divergence(interpolated_histogram(chroma, LARSSON_BINS, circular=False), chroma_logits)
+  hue_kl = kl_divergence(interpolated_histogram(hue, LARSSON_BINS, circular=True), hue_logits)
+  return jnp.mean(chroma_kl + LARSSON_HUE_WEIGHT * chroma * hue_kl)
+
+
+def larsson_decode(logits: jax.Array, grey: jax.Array) -> jax.Array:
+  """Expected chroma and circular-mean hue put on the grey level: [..., 64], [...] -> RGB [..., 3]."""
+  hue_logits, chroma_logits = jnp.split(logits.astype(jnp.float32), 2, axis=-1)
+  centres = (jnp.arange(LARSSON_BINS) + 0.5) / LARSSON_BINS
+  chroma = jnp.sum(jax.nn.softmax(chroma_logits) * centres, axis=-1)
+  angle = 2 * jnp.pi * centres
+  hue_probability = jax.nn.softmax(hue_logits)
+  hue = (jnp.arctan2(jnp.sum(hue_probability * jnp.sin(angle), -1), jnp.sum(hue_probability * jnp.cos(angle), -1)) / (2 * jnp.pi)) % 1.0
+  pure = pix.hsv_to_rgb(jnp.stack([hue, jnp.ones_like(hue), jnp.ones_like(hue)], axis=-1))  # max 1, min 0
+  coloured = chroma[..., None] * pure
+  return jnp.clip(coloured - coloured.mean(axis=-1, keepdims=True) + grey[..., None], 0.0, 1.0)
 
 
 def lightness_input(rgb: jax.Array) -> jax.Array:
@@ -77,14 +145,18 @@ class Colorization:
   def __init__(self, config: ml_collections.ConfigDict, num_classes: int = 0):
     self.config = config
     self.num_classes = num_classes
+    self.head = config.colorization.get("head", "zhang")
+    if self.head not in HEADS:
+      raise UserError(f"config.colorization.head is '{self.head}'; choose one of {HEADS}.")
     self.bins = load_bins(config.colorization.bins_file)
+    self.num_outputs = len(self.bins) if self.head == "zhang" else 2 * LARSSON_BINS
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.colour_head, self.probe = (functional.split_module(m)[0] for m in abstract)
 
   def _networks(self, rngs: nnx.Rngs) -> tuple[nnx.Module, ...]:
     backbone = models.make_backbone(self.config.model, rngs)
-    colour_head = nnx.Conv(backbone.num_features, len(self.bins), kernel_size=(1, 1), rngs=rngs)
+    colour_head = nnx.Conv(backbone.num_features, self.num_outputs, kernel_size=(1, 1), rngs=rngs)
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
     return backbone, colour_head, probe
 
@@ -96,10 +168,14 @@ class Colorization:
       del params["probe"]
     return params, {"batch_stats": {"backbone": stats[0]}, "colour_counts": jnp.zeros((len(self.bins),), jnp.float32)}
 
+  def network_input(self, rgb: jax.Array) -> jax.Array:
+    """What the backbone sees of RGB in [0, 1]: Zhang's lightness or Larsson's grey."""
+    return lightness_input(rgb) if self.head == "zhang" else grey_input(rgb)
+
   def predict(self, params, extra, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict]:
     """(logits [B, cells, cells, Q] on the target grid, pooled features, new batch stats)."""
     cfg = self.config.colorization
-    feature_map, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], lightness_input(rgb), train=train, method="feature_map")
+    feature_map, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.network_input(rgb), train=train, method="feature_map")
     logits, _ = self.colour_head(params["colour_head"], {}, feature_map, train=train)
     cells = cfg.target_cells
     scale = (cells // logits.shape[1], cells // logits.shape[2])
@@ -111,6 +187,9 @@ class Colorization:
     cfg = self.config.colorization
     rgb = augment.augment_images(rng, batch["view0"], self.view_specs[0])
     logits, features, stats = self.predict(params, extra, rgb, train=True)
+    if self.head == "larsson":
+      colour_loss = larsson_loss(logits, cell_centres(rgb, cfg.target_cells))
+      return self._with_probe(params, colour_loss, {"colour_loss": colour_loss}, features, batch, stats, jnp.zeros_like(extra["colour_counts"]))
     bins = jnp.asarray(self.bins)
     ab = cell_centres(colour.srgb_to_lab(rgb), cfg.target_cells)[..., 1:]
     targets = colour.soft_encode(ab, bins, cfg.neighbours, cfg.sigma)  # [B, c, c, Q]
@@ -125,6 +204,9 @@ class Colorization:
     cross_entropy = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
     colour_loss = jnp.sum(pixel_weight * cross_entropy) / jnp.maximum(jnp.sum(coloured) * cfg.target_cells**2, 1.0)
     metrics = {"colour_loss": colour_loss, "colour_top1": jnp.mean(jnp.argmax(logits, -1) == nearest)}
+    return self._with_probe(params, colour_loss, metrics, features, batch, stats, counts)
+
+  def _with_probe(self, params, colour_loss, metrics, features, batch, stats, counts):
     total = colour_loss
     if self.num_classes:
       probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], features, batch["label"])
@@ -136,13 +218,17 @@ class Colorization:
     return {"batch_stats": aux["batch_stats"], "colour_counts": state.extra["colour_counts"] + aux["colour_counts"]}
 
   def embed(self, params, extra, images, *, train: bool = False):
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], lightness_input(unnormalize(images)), train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.network_input(unnormalize(images)), train=train)
     return features
 
   def colorize(self, params, extra, rgb: jax.Array) -> jax.Array:
     """RGB in [0, 1] -> the network's colouring of its lightness (annealed mean, nearest-upsampled to
     the image): what plots/colorizations.png shows."""
     logits, _, _ = self.predict(params, extra, rgb, train=False)
+    if self.head == "larsson":
+      repeat = rgb.shape[1] // logits.shape[1]
+      logits = jnp.repeat(jnp.repeat(logits, repeat, axis=1), repeat, axis=2)
+      return larsson_decode(logits, rgb.mean(axis=-1))
     ab = colour.annealed_mean(logits, jnp.asarray(self.bins), self.config.colorization.annealed_temperature)
     repeat = rgb.shape[1] // ab.shape[1]
     ab = jnp.repeat(jnp.repeat(ab, repeat, axis=1), repeat, axis=2)
@@ -154,5 +240,5 @@ class Colorization:
   def sample_grid(self, params, extra, images: jax.Array) -> dict[str, jax.Array]:
     """Columns of plots/samples.png: the lightness the network sees, its colouring, the original."""
     rgb = augment.to_float_image(images)
-    grey = jnp.broadcast_to(colour.srgb_to_lab(rgb)[..., :1] / 100.0, rgb.shape)
+    grey = (self.network_input(rgb) + 1.0) / 2.0  # both inputs lie in [-1, 1]
     return {"lightness (input)": grey, "colorized": self.colorize(params, extra, rgb), "original": rgb}
