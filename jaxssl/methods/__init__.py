@@ -32,6 +32,7 @@ REGISTRY = {
     "rotation_decoupling": "jaxssl.methods.rotation_decoupling:RotationDecoupling",
     "colorization": "jaxssl.methods.colorization:Colorization",
     "context_encoder": "jaxssl.methods.context_encoder:ContextEncoder",
+    "transitive_invariance": "jaxssl.methods.transitive_invariance:TransitiveInvariance",
 }
 
 
