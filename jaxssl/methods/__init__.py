@@ -33,6 +33,7 @@ REGISTRY = {
     "colorization": "jaxssl.methods.colorization:Colorization",
     "context_encoder": "jaxssl.methods.context_encoder:ContextEncoder",
     "transitive_invariance": "jaxssl.methods.transitive_invariance:TransitiveInvariance",
+    "multitask": "jaxssl.methods.multitask:MultiTask",
 }
 
 

@@ -156,6 +156,16 @@ class ResNet(nnx.Module):
       x = block(x)
     return x
 
+  def block_outputs(self, images: jax.Array, last: int) -> list[jax.Array]:
+    """The outputs of the last `last` residual blocks, in order (the last is `feature_map`'s)."""
+    x = self.stem(images)
+    outputs = []
+    for index, block in enumerate(self.blocks):
+      x = block(x)
+      if index >= len(self.blocks) - last:
+        outputs.append(x)
+    return outputs
+
   def __call__(self, images: jax.Array) -> jax.Array:
     features = jnp.mean(self.feature_map(images), axis=(1, 2))
     return features.astype(jnp.promote_types(features.dtype, jnp.float32))  # bf16 -> f32, f64 stays

@@ -1,0 +1,115 @@
+"""Multi-task self-supervised learning (Doersch & Zisserman 2017); see jaxssl/methods/multitask.py.
+
+Presets (`--config=configs/multitask.py:NAME`; tokens combine, e.g. `quick,harmonize,lasso`):
+  (none)     built-in scenes on CPU at 48 px (3 x 3 cells of 16 px for the patches): relative
+             position, colorization and exemplar on one ResNet-18, 1200 steps.
+  quick      the same, 600 steps.
+  harmonize  every task sees grey input (the paper's input harmonisation).
+  lasso      each head mixes the trunk's last two blocks with an L1 penalty (the paper's lasso).
+  imagenet   ImageNet at 432 px for the patches (144 px cells) with a ResNet-50; the paper trains a
+             ResNet-101 on 64 GPUs, which no preset here reproduces.
+"""
+
+import ml_collections
+
+from configs import exemplar as exemplar_config
+from configs import relative_position as relative_position_config
+
+_TOKENS = ("quick", "harmonize", "lasso", "imagenet")
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+  tokens = [t for t in preset.split(",") if t]
+  unknown = [t for t in tokens if t not in _TOKENS]
+  if unknown:
+    raise ValueError(f"Unknown preset token(s) {unknown} for configs/multitask.py; use any of {_TOKENS}, e.g. 'quick'.")
+  c = ml_collections.ConfigDict()
+  c.method = "multitask"
+  c.seed = 0
+  c.total_steps = 1200
+  c.batch_size = 128
+  c.log_every = 20
+  c.checkpoint_every = 400
+  c.keep_checkpoints = 2
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "builtin:scenes"
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.image_size = 48  # 3 cells of 16 px, as configs/relative_position.py
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data.image_key = "image"
+  c.data.label_key = "label"
+  c.data.num_classes = 0
+  c.data.worker_count = 0
+  c.data.train_examples = 1280  # the exemplar task's surrogate classes, as configs/exemplar.py
+
+  c.augment = ml_collections.ConfigDict()
+  # view0: a crop and a flip for the patches and the colours; view1: Exemplar's heavy transformations.
+  c.augment.views = [relative_position_config._view(48), exemplar_config._view(48, (0.3, 1.0))]
+
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = "resnet18"
+  c.model.width_multiplier = 0.25
+  c.model.stem = "imagenet"
+  c.model.dtype = "float32"
+  c.model.projection_dim = 128  # the exemplar classifier's input
+
+  c.multitask = ml_collections.ConfigDict()
+  c.multitask.tasks = ["relative_position", "colorization", "exemplar"]
+  c.multitask.weights = ml_collections.ConfigDict(dict(relative_position=1.0, colorization=1.0, exemplar=1.0))
+  c.multitask.harmonize = "harmonize" in tokens
+  c.multitask.lasso = 1e-3 if "lasso" in tokens else 0.0  # L1 weight on the mixing weights (0: off)
+  c.multitask.mixing_blocks = 2  # the last stage's blocks (2 in a ResNet-18), which share a shape
+  c.multitask.hidden_dim = 512  # the pair head's fc7 and the exemplar head's hidden layer
+  c.multitask.colour_cells = 8  # colour targets on an 8 x 8 grid (stride 6 at 48 px)
+
+  c.relative_position = ml_collections.ConfigDict()
+  c.relative_position.patch_size = 11  # as configs/relative_position.py: 11 px patches in 16 px cells
+  c.relative_position.colour = "drop"  # official code's colour dropping (moot when harmonised)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"
+  c.optimizer.base_learning_rate = 0.1  # as configs/exemplar.py
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.momentum = 0.9
+  c.optimizer.trust_coefficient = 1e-3
+  c.optimizer.exclude_bias_and_norm = False
+  c.optimizer.warmup_steps = 20
+  c.optimizer.grad_clip_norm = 0.0
+  c.optimizer.lr_multipliers = ml_collections.ConfigDict()
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.knn_k = 20
+  c.eval.knn_temperature = 0.07
+  c.eval.knn_every = 400
+  c.eval.knn_during_training_examples = 2000
+  c.eval.max_train_examples = 10000
+  c.eval.max_test_examples = 10000
+  c.eval.batch_size = 512
+
+  if "quick" in tokens:
+    c.total_steps = 600
+    c.checkpoint_every = 300
+    c.eval.knn_every = 300
+  if "imagenet" in tokens:
+    c.data.name = "tfds:imagenet2012"
+    c.data.train_split, c.data.eval_split = "train", "validation"
+    c.data.image_size = 432
+    c.data.worker_count = 16
+    c.data.train_examples = 0
+    c.augment.views = [relative_position_config._view(432, (0.3, 1.0)), exemplar_config._view(432, (0.08, 1.0))]
+    c.model.backbone = "resnet50"
+    c.model.width_multiplier = 1.0
+    c.model.dtype = "bfloat16"
+    c.multitask.mixing_blocks = 3  # a ResNet-50's last stage
+    c.multitask.hidden_dim = 4096
+    c.multitask.colour_cells = 54  # stride 8 at 432 px
+    c.relative_position.patch_size = 96  # official
+    c.batch_size = 256
+    c.total_steps = 100 * 5005
+    c.checkpoint_every = 5000
+    c.eval.knn_every = 0
+    c.eval.max_train_examples = 100000
+    c.eval.max_test_examples = 50000
+  return c
