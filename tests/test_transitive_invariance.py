@@ -63,7 +63,7 @@ def test_negatives_are_never_related_nor_the_anchor():
 
 @pytest.fixture(scope="module")
 def setup():
-  config = helpers.tiny_config(transitive_config.get_config("quick"), **{"model.projector_hidden_dim": 16, "model.projection_dim": 8})
+  config = helpers.tiny_config(transitive_config.get_config("quick"), **{"model.projector_hidden_dim": 16, "model.projection_dim": 8, "transitive.graph_start_step": 0})
   method = methods.make_method(config, num_classes=10)
   rng = np.random.default_rng(0)
   batch = {
@@ -112,3 +112,11 @@ def test_config_mistakes_name_the_fix():
     methods.make_method(helpers.tiny_config(transitive_config.get_config("quick"), **{"transitive.margin": 0.0}))
   with pytest.raises(UserError, match="two views"):
     methods.make_method(helpers.tiny_config(transitive_config.get_config("quick"), **{"augment.views": [transitive_config._view(16)]}))
+
+
+def test_the_graph_joins_at_its_start_step(setup):
+  _, method, _, state, batch = setup
+  loss = jax.jit(lambda step: method.loss(state.params, state.extra, batch, jax.random.key(1), step))
+  (total_on, aux_on), (total_off, _) = loss(0), loss(-1)  # graph_start_step is 0 in this config
+  m = aux_on["metrics"]
+  np.testing.assert_allclose(total_on - total_off, m["inter_loss"] + m["transitive_loss"], rtol=1e-4)

@@ -17,10 +17,14 @@ linked to neither,
 
   L = mean_{(a,p)} max(0, D(a, p) - D(a, n) + m),   D(x, y) = 1 - cos(x, y),  m = 0.5 (paper).
 
-The paper builds its graph over the whole dataset once, offline, from a network trained on
-another task; the graph here is rebuilt from the trained network at every step over the global
-batch (so under `jit` it spans every device's images), which needs no first network and no pass
-over the data, at the cost of neighbours drawn from B images rather than N.
+The paper builds its graph over the whole dataset once, offline, from a network already trained
+on the intra-instance edges (tracking); the graph here is rebuilt from the network being trained
+at every step over the global batch (so under `jit` it spans every device's images), which needs
+no pass over the data, at the cost of neighbours drawn from B images rather than N. As in the
+paper, the inter-instance and transitive pairs join only once the network has learned from the
+intra-instance edges alone (`transitive.graph_start_step`): the neighbours of a random network
+share a label no more often than chance (measured: 7-15% for 10 classes over the first 340 steps
+of `:quick` with the graph on from step 0, kNN 14.0 at step 300).
 """
 
 from __future__ import annotations
@@ -128,7 +132,6 @@ class TransitiveInvariance:
     return params, {"batch_stats": stats}
 
   def loss(self, params, extra, batch, rng, step):
-    del step
     cfg = self.config.transitive
     view_rng, negative_rng = jax.random.split(rng)
     view0, view1 = view_images(view_rng, (batch["view0"], batch["view1"]), self.view_specs)
@@ -139,7 +142,8 @@ class TransitiveInvariance:
     neighbours = nearest_neighbours(jax.lax.stop_gradient(embeddings[:batch_size]))
     intra, inter = view_graph(neighbours)
     transitive = transitive_pairs(intra, inter)
-    weights = {"intra": cfg.intra_weight, "inter": cfg.inter_weight, "transitive": cfg.transitive_weight}
+    graph_on = jnp.asarray(step >= cfg.graph_start_step, jnp.float32)
+    weights = {"intra": cfg.intra_weight, "inter": cfg.inter_weight * graph_on, "transitive": cfg.transitive_weight * graph_on}
     edges = {"intra": intra, "inter": inter, "transitive": transitive}
     related = intra | inter | transitive
     negatives = sample_negatives(negative_rng, related)
@@ -154,7 +158,7 @@ class TransitiveInvariance:
     if self.num_classes:
       probe_loss, probe_accuracy = linear_probe_loss(self.probe, params["probe"], features[:batch_size], batch["label"])
       # How often the in-batch neighbour shares the image's label: the inter edges' precision.
-      metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy, neighbour_same_label=jnp.mean(batch["label"][neighbours] == batch["label"]))
+      metrics.update(probe_loss=probe_loss, probe_top1=probe_accuracy, neighbour_same_label=jnp.mean(jnp.asarray(batch["label"])[neighbours] == batch["label"]))
       total = total + probe_loss
     return total, {"batch_stats": {"backbone": backbone_stats, "projector": projector_stats}, "metrics": metrics}
 
