@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 import pathlib
 
+import jax
 import ml_collections
+import numpy as np
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
@@ -74,3 +76,14 @@ def tiny_dino_config(**overrides) -> ml_collections.ConfigDict:
       "dino.teacher_temperature_warmup_steps": 4, "dino.warmup_teacher_temperature": 0.04, "dino.teacher_temperature": 0.07,
   }
   return tiny_config(dino.get_config(), **{**defaults, **overrides})
+
+
+def assert_trees_close(a, b, tolerance: float) -> None:
+  """Every leaf of `a` and `b` agrees to `tolerance` relative to the leaf's scale (at least 1)."""
+
+  def check(path, x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    scale = max(1.0, float(np.abs(x).max()))
+    assert np.abs(x - y).max() <= tolerance * scale, (path, np.abs(x - y).max(), scale)
+
+  jax.tree_util.tree_map_with_path(check, a, b)

@@ -111,8 +111,8 @@ def test_the_discriminator_gets_exactly_its_own_loss_gradient(setup):
     return _grads(method, params, state.extra, batch), direct, main
 
   ((_, aux), grads), direct, main = jax.jit(players_and_direct)(state.params)  # one compilation
-  _allclose(grads[context_encoder.DISCRIMINATOR], direct[context_encoder.DISCRIMINATOR], 1e-5)
-  _allclose(grads["decoder"], main["decoder"], 1e-5)
+  helpers.assert_trees_close(grads[context_encoder.DISCRIMINATOR], direct[context_encoder.DISCRIMINATOR], 1e-5)
+  helpers.assert_trees_close(grads["decoder"], main["decoder"], 1e-5)
   assert 0.2 < float(aux["metrics"]["hole_fraction"]) < 0.3
 
 
@@ -134,13 +134,6 @@ def test_one_step_moves_the_players_in_opposite_directions_on_the_adversarial_te
   assert float(adversarial(inpainter_moved)) < before
 
 
-def _allclose(a, b, tolerance):
-  def check(path, x, y):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    scale = max(1.0, float(np.abs(x).max()))
-    assert np.abs(x - y).max() <= tolerance * scale, (path, np.abs(x - y).max(), scale)
-  jax.tree_util.tree_map_with_path(check, a, b)
-
 
 def test_one_step_same_on_1_and_8_devices_float64(setup):
   config, method, tx, state, batch = setup
@@ -158,9 +151,9 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
       results.append(jax.device_get(step(placed, jax.device_put(batch, sharded), jax.random.key(7))))
     (state1, metrics1), (state8, metrics8) = results
     # Both players' losses, and the parameters each player's own update gave.
-    _allclose({k: metrics1[k] for k in ("loss", "discriminator_loss")}, {k: metrics8[k] for k in ("loss", "discriminator_loss")}, 1e-5)
-    _allclose(state1.params, state8.params, 1e-5)
-    _allclose(state1.extra, state8.extra, 1e-5)
+    helpers.assert_trees_close({k: metrics1[k] for k in ("loss", "discriminator_loss")}, {k: metrics8[k] for k in ("loss", "discriminator_loss")}, 1e-5)
+    helpers.assert_trees_close(state1.params, state8.params, 1e-5)
+    helpers.assert_trees_close(state1.extra, state8.extra, 1e-5)
     for name in ("backbone", "bottleneck", "decoder", "discriminator"):  # both players learn
       moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state1.params[name], jax.device_get(state64.params[name]))
       assert max(jax.tree.leaves(moved)) > 0, name

@@ -76,12 +76,6 @@ def setup():
   return config, method, tx, state, batch
 
 
-def _allclose(a, b, tolerance):
-  def check(path, x, y):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    assert np.abs(x - y).max() <= tolerance * max(1.0, float(np.abs(x).max())), path
-  jax.tree_util.tree_map_with_path(check, a, b)
-
 
 def test_one_step_same_on_1_and_8_devices_float64(setup):
   config, method, tx, state, batch = setup
@@ -98,10 +92,10 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
       results.append(jax.device_get(step(placed, jax.device_put(batch, parallel.batch_sharded(mesh)), jax.random.key(7))))
     (state1, metrics1), (state8, metrics8) = results
     for key in ("loss", "intra_loss", "inter_loss", "transitive_loss", "transitive_pairs_per_view"):
-      _allclose(metrics1[key], metrics8[key], 1e-5)
+      helpers.assert_trees_close(metrics1[key], metrics8[key], 1e-5)
     assert float(metrics1["transitive_loss"]) > 0 and float(metrics1["transitive_pairs_per_view"]) >= 1
-    _allclose(state1.params, state8.params, 1e-5)
-    _allclose(state1.extra, state8.extra, 1e-5)
+    helpers.assert_trees_close(state1.params, state8.params, 1e-5)
+    helpers.assert_trees_close(state1.extra, state8.extra, 1e-5)
   finally:
     jax.config.update("jax_enable_x64", False)
     method.view_specs = saved

@@ -12,7 +12,7 @@ from jaxssl.data import builtin_av
 from jaxssl.errors import UserError
 from jaxssl.methods import dictionaries, videomoco
 from jaxssl.transforms import augment
-from tests import helpers  # noqa: F401  (puts the repository root on sys.path)
+from tests import helpers
 
 IDENTITY = augment.AugmentSpec(brightness=0, contrast=0, saturation=0, hue=0, jitter_prob=0, grayscale_prob=0, blur_prob=0, solarize_prob=0)
 T = 0.99999
@@ -153,8 +153,8 @@ def test_generator_gradient_is_the_negated_contrastive_gradient(setup):
   (_, aux), grads = jax.jit(_grads, static_argnums=0)(method, state.params, state.extra, batch, 1)
   contrastive = lambda params: method.loss(params, state.extra, batch, jax.random.key(3), 1)[1]["metrics"]["moco_loss"]
   direct = jax.jit(jax.grad(contrastive))(state.params)
-  _allclose(grads["generator"], jax.tree.map(jnp.negative, direct["generator"]), 1e-5)
-  _allclose(grads["backbone"], direct["backbone"], 1e-5)  # the probe reads features, not the backbone's gradient
+  helpers.assert_trees_close(grads["generator"], jax.tree.map(jnp.negative, direct["generator"]), 1e-5)
+  helpers.assert_trees_close(grads["backbone"], direct["backbone"], 1e-5)  # the probe reads features, not the backbone's gradient
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["generator"])) > 0
   assert float(aux["metrics"]["dropped_fraction"]) == 0.25
 
@@ -202,13 +202,6 @@ def test_a_step_enqueues_keys_with_fresh_ages(setup):
   assert float(metrics["min_decay_weight"]) == 1.0  # the step saw the initial ages (0)
 
 
-def _allclose(a, b, tolerance):
-  def check(path, x, y):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    scale = max(1.0, float(np.abs(x).max()))
-    assert np.abs(x - y).max() <= tolerance * scale, (path, np.abs(x - y).max(), scale)
-  jax.tree_util.tree_map_with_path(check, a, b)
-
 
 def _sharded_grads(method, state, batch, mesh):
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -238,11 +231,11 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
     one, eight = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
     loss1, grads1 = _sharded_grads(method, state64, batch, one)
     loss8, grads8 = _sharded_grads(method, state64, batch, eight)
-    _allclose(loss1, loss8, 1e-5)
-    _allclose(grads1, grads8, 1e-5)
+    helpers.assert_trees_close(loss1, loss8, 1e-5)
+    helpers.assert_trees_close(grads1, grads8, 1e-5)
     (state1, metrics1), (state8, metrics8) = (_one_step(method, tx, config, state64, batch, mesh) for mesh in (one, eight))
-    _allclose(state1.params, state8.params, 1e-5)
-    _allclose(state1.extra, state8.extra, 1e-5)
+    helpers.assert_trees_close(state1.params, state8.params, 1e-5)
+    helpers.assert_trees_close(state1.extra, state8.extra, 1e-5)
     assert float(metrics1["dropped_fraction"]) == 0.25
     for name in ("backbone", "head", "generator"):  # both players learn
       moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state1.params[name], jax.device_get(state64.params[name]))
