@@ -65,6 +65,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   # The paper's graph comes from a network trained on the intra-instance edges first: the inter
   # and transitive pairs join from this step (see jaxssl/methods/transitive_invariance.py).
   c.transitive.graph_start_step = c.get_ref("total_steps") // 2
+  # Wang & Gupta (2015): random negatives first, then hard negative mining (the hardest unrelated
+  # view in the batch) from this step.
+  c.transitive.hard_negative_start_step = c.get_ref("total_steps") // 4
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"  # paper: SGD with momentum

@@ -61,6 +61,12 @@ def test_negatives_are_never_related_nor_the_anchor():
     assert not related[np.arange(16), negatives].any() and (negatives != np.arange(16)).all()
 
 
+def test_hardest_negative_is_the_closest_unrelated_view():
+  embeddings = jnp.asarray([[1.0, 0.0], [0.9, 0.1], [0.8, 0.3], [-1.0, 0.0]])
+  related = jnp.zeros((4, 4), bool).at[0, 1].set(True).at[1, 0].set(True)
+  assert ti.hardest_negatives(embeddings, related).tolist() == [2, 2, 1, 2]
+
+
 @pytest.fixture(scope="module")
 def setup():
   config = helpers.tiny_config(transitive_config.get_config("quick"), **{"model.projector_hidden_dim": 16, "model.projection_dim": 8, "transitive.graph_start_step": 0})

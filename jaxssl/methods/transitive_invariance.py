@@ -12,8 +12,9 @@ Two kinds of edges join images that should have similar features:
 Transitivity adds the pairs the two kinds imply together: if a and b are neighbours and b' is
 another view of b, then a ~ b' (and a' ~ b, a' ~ b' for a view a' of a). `transitive_pairs`
 composes the two edge sets on the graph of the 2B views of the batch. Every positive pair (a, p)
-then enters the paper's triplet ranking loss with a negative n drawn from the views of an image
-linked to neither,
+then enters the paper's triplet ranking loss with a negative n from the views of an image linked
+to neither (drawn at random, then from `transitive.hard_negative_start_step` the hardest such
+view in the batch, as Wang & Gupta 2015, whose triplet setup the paper follows),
 
   L = mean_{(a,p)} max(0, D(a, p) - D(a, n) + m),   D(x, y) = 1 - cos(x, y),  m = 0.5 (paper).
 
@@ -98,6 +99,13 @@ def sample_negatives(rng: jax.Array, related: jax.Array) -> jax.Array:
   return jnp.argmax(jnp.where(related | jnp.eye(len(related), dtype=bool), -1.0, scores), axis=-1)
 
 
+def hardest_negatives(embeddings: jax.Array, related: jax.Array) -> jax.Array:
+  """For each node, the most cosine-similar node it is not related to (stop-gradient choice)."""
+  unit = losses.l2_normalize(jax.lax.stop_gradient(embeddings))
+  similarity = unit @ unit.T
+  return jnp.argmax(jnp.where(related | jnp.eye(len(related), dtype=bool), -jnp.inf, similarity), axis=-1)
+
+
 class TransitiveInvariance:
   """Transitive invariance as pure functions; see the module docstring."""
 
@@ -146,7 +154,9 @@ class TransitiveInvariance:
     weights = {"intra": cfg.intra_weight, "inter": cfg.inter_weight * graph_on, "transitive": cfg.transitive_weight * graph_on}
     edges = {"intra": intra, "inter": inter, "transitive": transitive}
     related = intra | inter | transitive
-    negatives = sample_negatives(negative_rng, related)
+    # Wang & Gupta (2015), whose triplet setup the paper follows: random negatives first, then the
+    # hardest unrelated view in the batch (hard negative mining).
+    negatives = jnp.where(step >= cfg.hard_negative_start_step, hardest_negatives(embeddings, related), sample_negatives(negative_rng, related))
     per_kind = {kind: triplet_ranking_loss(embeddings, edges[kind], negatives, cfg.margin) for kind in edges}
     total = sum(weights[kind] * per_kind[kind] for kind in edges)
     metrics = {f"{kind}_loss": value for kind, value in per_kind.items()}
