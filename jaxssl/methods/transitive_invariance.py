@@ -13,8 +13,9 @@ Transitivity adds the pairs the two kinds imply together: if a and b are neighbo
 another view of b, then a ~ b' (and a' ~ b, a' ~ b' for a view a' of a). `transitive_pairs`
 composes the two edge sets on the graph of the 2B views of the batch. Every positive pair (a, p)
 then enters the paper's triplet ranking loss with a negative n from the views of an image linked
-to neither (drawn at random, then from `transitive.hard_negative_start_step` the hardest such
-view in the batch, as Wang & Gupta 2015, whose triplet setup the paper follows),
+to neither, drawn at random (`transitive.hard_negative_start_step` >= 0 switches to the hardest
+such view in the batch from that step, as Wang & Gupta 2015, whose triplet setup the paper
+follows; on the CPU preset it collapsed the embedding, see configs/transitive_invariance.py),
 
   L = mean_{(a,p)} max(0, D(a, p) - D(a, n) + m),   D(x, y) = 1 - cos(x, y),  m = 0.5 (paper).
 
@@ -154,9 +155,11 @@ class TransitiveInvariance:
     weights = {"intra": cfg.intra_weight, "inter": cfg.inter_weight * graph_on, "transitive": cfg.transitive_weight * graph_on}
     edges = {"intra": intra, "inter": inter, "transitive": transitive}
     related = intra | inter | transitive
-    # Wang & Gupta (2015), whose triplet setup the paper follows: random negatives first, then the
-    # hardest unrelated view in the batch (hard negative mining).
-    negatives = jnp.where(step >= cfg.hard_negative_start_step, hardest_negatives(embeddings, related), sample_negatives(negative_rng, related))
+    negatives = sample_negatives(negative_rng, related)
+    if cfg.hard_negative_start_step >= 0:
+      # Wang & Gupta (2015), whose triplet setup the paper follows: random negatives first, then
+      # the hardest unrelated view in the batch (hard negative mining).
+      negatives = jnp.where(step >= cfg.hard_negative_start_step, hardest_negatives(embeddings, related), negatives)
     per_kind = {kind: triplet_ranking_loss(embeddings, edges[kind], negatives, cfg.margin) for kind in edges}
     total = sum(weights[kind] * per_kind[kind] for kind in edges)
     metrics = {f"{kind}_loss": value for kind, value in per_kind.items()}
