@@ -22,7 +22,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
-from jaxssl import inputs, methods
+from jaxssl import compilation_cache, inputs, methods
 from jaxssl.transforms import augment
 from jaxssl.data import pipeline
 from jaxssl.data import sources
@@ -45,6 +45,7 @@ def _arrays(config, split: str) -> dict[str, np.ndarray]:
 
 def main(argv) -> None:
   del argv
+  compilation_cache.use_persistent_compilation_cache()
   config = _CONFIG.value
   train, test = _arrays(config, config.data.train_split), _arrays(config, config.data.eval_split)
   num_classes = int(train["label"].max()) + 1

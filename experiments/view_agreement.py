@@ -51,6 +51,10 @@ def main(argv) -> None:
   import numpy as np
   from flax import nnx
 
+  from jaxssl import compilation_cache
+
+  compilation_cache.use_persistent_compilation_cache()
+
   from jaxssl import checkpoint, models
   from jaxssl.evaluation.agreement import view_agreement
   from jaxssl.data import pipeline, sources

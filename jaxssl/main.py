@@ -40,8 +40,9 @@ def main(argv) -> None:
 
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-  jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "jaxssl", "jax"))
-  from jaxssl import parallel, train
+  from jaxssl import compilation_cache, parallel, train
+
+  compilation_cache.use_persistent_compilation_cache()
   from jaxssl.data.base import DataError
   from jaxssl.errors import UserError
 

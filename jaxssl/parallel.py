@@ -7,7 +7,9 @@ and every reduction over the batch (losses, BatchNorm statistics) is global.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any
 
 import jax
@@ -86,3 +88,29 @@ def from_replicated_host_array(array: np.ndarray, sharding: NamedSharding) -> ja
   """A global array from a host array that every process holds in full (evaluation data):
   each process places only the slices its own devices hold."""
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+# Bytes per element of the HLO element types a collective can carry.
+_HLO_ELEMENT_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2,
+                      "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+_COLLECTIVE = re.compile(r"= (?P<shape>.+?) (?P<kind>all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?P<start>-start)?\(")
+_ARRAY = re.compile(r"\b(" + "|".join(_HLO_ELEMENT_BYTES) + r")\[([\d,]*)\]")
+
+
+def collective_bytes(hlo_text: str) -> dict[str, int]:
+  """Bytes each kind of collective produces per call of a compiled module, from its HLO text.
+
+  Counts the result of every all-reduce, all-gather, reduce-scatter, collective-permute and
+  all-to-all (an async pair once, at its start; a combined collective's tuple in full), so a
+  data-parallel step that reduces its gradients once produces about the gradients' bytes.
+  """
+  moved: dict[str, int] = {}
+  for line in hlo_text.splitlines():
+    match = _COLLECTIVE.search(line)
+    if not match:
+      continue
+    arrays = [_HLO_ELEMENT_BYTES[t] * math.prod(int(d) for d in dims.split(",") if d) for t, dims in _ARRAY.findall(match["shape"])]
+    if match["start"] and match["kind"] != "all-reduce":
+      arrays = arrays[1:2]  # an async start returns (operand, result[, contexts]): count the result
+    moved[match["kind"]] = moved.get(match["kind"], 0) + sum(arrays)
+  return moved
