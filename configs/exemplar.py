@@ -52,6 +52,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.log_every = 20
   c.checkpoint_every = 400
   c.keep_checkpoints = 2
+  # Split parameters and optimizer state over the devices (FSDP) instead of copying them to each:
+  # for ViTs too large for one device's memory. Off: data parallelism with a replicated state.
+  c.fsdp = False
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "builtin:scenes"  # or 'builtin:patterns', 'tfds:...', 'folder:...'

@@ -143,7 +143,7 @@ def measure_step(config, *, steps: int, parts: bool = True, compile_twice: bool 
   method = methods.make_method(config, 10)
   tx = optim.make_optimizer(config)
   abstract_state = jax.eval_shape(lambda r: train.create_train_state(method, tx, r), jax.random.key(0))
-  shardings = train.state_shardings(method, mesh, abstract_state)
+  shardings = train.state_shardings(method, mesh, abstract_state, fsdp=config.get("fsdp", False))
   step = train.jit_train_step(train.make_train_step(method, tx, optim.learning_rate_schedule(config)), mesh, shardings)
   state = jax.jit(lambda r: train.create_train_state(method, tx, r), out_shardings=shardings)(jax.random.key(0))
   keys = [k for k in ("view0", "view1", "view2", "local_views", "clip", "audio", "label") if k in host_batch]

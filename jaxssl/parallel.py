@@ -68,6 +68,21 @@ def rows_sharded(mesh: jax.sharding.Mesh, abstract: Any) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def fully_sharded(mesh: jax.sharding.Mesh, abstract: Any) -> NamedSharding:
+  """Splits an array over the data axis along its largest dimension that divides evenly (FSDP);
+  one with no such dimension (a scalar, a bias of odd size) stays replicated.
+
+  `jax.jit` then gathers each weight where the step uses it and reduce-scatters its gradient, so
+  parameters and optimizer state take 1/devices of the memory on each device.
+  """
+  devices = mesh.shape[DATA_AXIS]
+  splittable = [axis for axis, size in enumerate(abstract.shape) if size % devices == 0 and size >= devices]
+  if devices == 1 or not splittable:
+    return replicated(mesh)
+  axis = max(splittable, key=lambda a: abstract.shape[a])
+  return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
+
+
 def check_batch_size(global_batch_size: int) -> int:
   """Returns the per-process batch size, or explains which batch sizes are valid."""
   devices, processes = jax.device_count(), jax.process_count()

@@ -112,12 +112,21 @@ def _dict_keys(key_path) -> tuple:
   return tuple(k.key for k in key_path if isinstance(k, jax.tree_util.DictKey))
 
 
-def state_shardings(method, mesh: jax.sharding.Mesh, abstract_state: TrainState) -> TrainState:
+def state_shardings(method, mesh: jax.sharding.Mesh, abstract_state: TrainState, *, fsdp: bool = False) -> TrainState:
   """Shardings of the train state: replicated, except the leaves a method names as split over
   the data axis by rows: `row_sharded_extra` paths into `extra` (a MoCo queue, an NPID memory
   bank) and `row_sharded_params` paths into `params` (Exemplar's one class per image), whose
-  optimizer state (momentum, Adam moments: the leaves under the same path) is split alike."""
+  optimizer state (momentum, Adam moments: the leaves under the same path) is split alike.
+
+  With `fsdp`, the parameters, their optimizer state and an EMA copy of them are split
+  too (`parallel.fully_sharded`), for models too large to hold whole on every device.
+  """
   shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
+  if fsdp:
+    split = lambda tree: jax.tree.map(lambda leaf: parallel.fully_sharded(mesh, leaf), tree)
+    # An EMA copy of the parameters (BYOL's target_params, MoCo's momentum_params, ...) is as large.
+    extra = {k: split(v) if k.endswith("_params") else shardings.extra[k] for k, v in abstract_state.extra.items()}
+    shardings = shardings.replace(params=split(abstract_state.params), opt_state=split(abstract_state.opt_state), extra=extra)
   for path in getattr(method, "row_sharded_extra", ()):
     _shard_rows_at(shardings.extra, abstract_state.extra, path, mesh)
   param_paths = tuple(getattr(method, "row_sharded_params", ()))
@@ -261,7 +270,8 @@ def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, sta
   base_rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(base_rng)
 
-  shardings = state_shardings(method, mesh, jax.eval_shape(lambda rng: create_train_state(method, tx, rng), init_rng))
+  abstract_state = jax.eval_shape(lambda rng: create_train_state(method, tx, rng), init_rng)
+  shardings = state_shardings(method, mesh, abstract_state, fsdp=config.get("fsdp", False))
   create = jax.jit(lambda rng: create_train_state(method, tx, rng), out_shardings=shardings)
   data = pipeline.make_train_iterator(
       train_source,

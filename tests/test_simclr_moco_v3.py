@@ -283,3 +283,31 @@ def test_vit_class_attention_maps_are_the_last_blocks_attention_to_patches(tmp_p
   np.testing.assert_allclose(maps.reshape(2, heads, -1).sum(-1) + full[:, :, 0, 0], 1.0, rtol=1e-5)
   path = plots.plot_class_attention(str(tmp_path / "attention.png"), np.asarray(images), maps)
   assert os.path.getsize(path) > 1000
+
+
+def _bytes_per_device(shardings, abstract) -> int:
+  leaves = zip(jax.tree.leaves(shardings), jax.tree.leaves(abstract))
+  return sum(int(np.prod(sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize for sharding, leaf in leaves)
+
+
+def test_fsdp_splits_vit_state_over_devices_and_steps_as_replicated(moco_v3_setup):
+  """FSDP: parameters, optimizer state and the momentum encoder take 1/devices of the memory on
+  each device, and the step computes what the replicated step does, keeping the state split."""
+  config, method, tx, state, batch = moco_v3_setup
+  abstract = jax.eval_shape(lambda: state)
+  split_parts = lambda s: (s.params, s.opt_state, s.extra["momentum_params"])
+  whole = _bytes_per_device(split_parts(train.state_shardings(method, parallel.make_mesh(jax.devices()[:1]), abstract)), split_parts(abstract))
+  for devices in (2, 4, 8):
+    shardings = train.state_shardings(method, parallel.make_mesh(jax.devices()[:devices]), abstract, fsdp=True)
+    # Only scalars (Adam's step count) stay whole: within 1% of an exact 1/devices.
+    assert _bytes_per_device(split_parts(shardings), split_parts(abstract)) <= 1.01 * whole / devices
+
+  mesh = parallel.make_mesh()
+  fsdp = train.state_shardings(method, mesh, abstract, fsdp=True)
+  step = train.jit_train_step(train.make_train_step(method, tx, optim.learning_rate_schedule(config)), mesh, fsdp)
+  split_state = jax.device_put(jax.tree.map(np.asarray, state), fsdp)
+  new_state, metrics = step(split_state, jax.device_put(batch, parallel.batch_sharded(mesh)), jax.random.key(7))
+  assert all(leaf.sharding.is_equivalent_to(s, leaf.ndim) for leaf, s in zip(jax.tree.leaves(new_state), jax.tree.leaves(fsdp)))
+  replicated_state, replicated_metrics = _one_step(method, tx, config, state, batch, mesh)
+  _assert_close("loss", replicated_metrics["loss"], jax.device_get(metrics["loss"]), tolerance=1e-5)
+  _assert_close("new state", replicated_state, jax.device_get(new_state), tolerance=1e-5)

@@ -41,10 +41,11 @@ class FeatureExtractor:
         return embed_fn(params, extra, images, train=train)
       return method.embed(params, extra, augment.normalize(images), train=train)
 
+    # Parameters keep whatever sharding the train state gave them (replicated, or split by FSDP).
     self._embed = jax.jit(
         embed,
         static_argnums=3,
-        in_shardings=(replicated, replicated, sharded),
+        in_shardings=(None, None, sharded),
         out_shardings=replicated,
     )
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jaxssl.errors import UserError
 from jaxssl.models import resnet, vit
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", *vit.VARIANTS)
@@ -19,7 +20,7 @@ def compute_dtype(name: str):
   """
   dtypes = {"float32": None, "bfloat16": jnp.bfloat16}
   if name not in dtypes:
-    raise ValueError(f"config.model.dtype '{name}' is not supported; use one of {sorted(dtypes)}.")
+    raise UserError(f"config.model.dtype '{name}' is not supported; use one of {sorted(dtypes)}.")
   return dtypes[name]
 
 
@@ -39,7 +40,7 @@ def make_backbone(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nn
     )
   if name in vit.VARIANTS:
     return vit.ViT(vit_config(model_config), rngs=rngs)
-  raise ValueError(f"config.model.backbone '{name}' is not known; choose one of {BACKBONES}.")
+  raise UserError(f"config.model.backbone '{name}' is not known; choose one of {BACKBONES}.")
 
 
 def vit_config(model_config: ml_collections.ConfigDict) -> vit.ViTConfig:

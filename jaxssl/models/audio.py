@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxssl.errors import UserError
 from jaxssl.models import resnet
 
 # ResNet-9 (one basic block per stage) is the small audio net of GDT/XDC; 18/50 as for images.
@@ -20,7 +21,7 @@ class AudioResNet(nnx.Module):
 
   def __init__(self, depth: int = 18, width_multiplier: float = 1.0, dtype: Any = None, *, rngs: nnx.Rngs):
     if depth not in _STAGES:
-      raise ValueError(f"Audio ResNet depth {depth} is not supported; choose one of {sorted(_STAGES)}.")
+      raise UserError(f"Audio ResNet depth {depth} is not supported; choose one of {sorted(_STAGES)}.")
     block_cls = resnet.BottleneckBlock if depth == 50 else resnet.BasicBlock
     base = max(1, int(round(64 * width_multiplier)))
     self.stem_conv = resnet._conv(1, base, 7, 2, dtype, rngs)  # pylint: disable=protected-access
@@ -43,5 +44,5 @@ class AudioResNet(nnx.Module):
 
 def make_audio_backbone(name: str, width_multiplier: float, dtype: Any, rngs: nnx.Rngs) -> AudioResNet:
   if name not in AUDIO_BACKBONES:
-    raise ValueError(f"Audio backbone '{name}' is not known; choose one of {AUDIO_BACKBONES}.")
+    raise UserError(f"Audio backbone '{name}' is not known; choose one of {AUDIO_BACKBONES}.")
   return AudioResNet(int(name[len("resnet"):]), width_multiplier, dtype, rngs=rngs)

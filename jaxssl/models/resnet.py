@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxssl.errors import UserError
+
 # (block type, blocks per stage) for each depth, as in He et al. 2016, table 1.
 _DEPTHS = {
     18: ("basic", (2, 2, 2, 2)),
@@ -122,9 +124,9 @@ class ResNet(nnx.Module):
 
   def __init__(self, config: ResNetConfig, *, rngs: nnx.Rngs):
     if config.depth not in _DEPTHS:
-      raise ValueError(f"ResNet depth {config.depth} is not supported; choose one of {sorted(_DEPTHS)}.")
+      raise UserError(f"ResNet depth {config.depth} is not supported; choose one of {sorted(_DEPTHS)}.")
     if config.stem not in STEMS:
-      raise ValueError(f"ResNet stem '{config.stem}' is not supported; choose one of {tuple(STEMS)}.")
+      raise UserError(f"ResNet stem '{config.stem}' is not supported; choose one of {tuple(STEMS)}.")
     block_kind, stage_sizes = _DEPTHS[config.depth]
     block_cls = BasicBlock if block_kind == "basic" else BottleneckBlock
     base = max(1, int(round(64 * config.width_multiplier)))

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxssl.errors import UserError
 from jaxssl.models import resnet
 
 VIDEO_BACKBONES = ("tsm_resnet18", "tsm_resnet50", "r2plus1d_18", "small3d")
@@ -225,4 +226,4 @@ def make_video_backbone(config: VideoBackboneConfig, rngs: nnx.Rngs) -> nnx.Modu
     return R2Plus1D18(config.width_multiplier, config.in_features, config.dtype, rngs=rngs)
   if config.name == "small3d":
     return Small3DCNN(max(1, int(round(16 * config.width_multiplier))), config.in_features, config.dtype, rngs=rngs)
-  raise ValueError(f"Video backbone '{config.name}' is not known; choose one of {VIDEO_BACKBONES}.")
+  raise UserError(f"Video backbone '{config.name}' is not known; choose one of {VIDEO_BACKBONES}.")

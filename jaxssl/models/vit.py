@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxssl.errors import UserError
+
 # (width, depth, heads) of ViT-Ti/S/B: Touvron et al. 2021 (DeiT), table 1; Dosovitskiy et al.
 # 2021, table 1. MoCo v3 uses 12 heads for ViT-S (its table 1 footnote); set `num_heads` for it.
 VARIANTS = {
@@ -56,7 +58,7 @@ def sincos_position_embedding(grid_height: int, grid_width: int, width: int, tem
   w_d = temperature^(-d / (width / 4)), d = 0 .. width / 4 - 1.
   """
   if width % 4:
-    raise ValueError(f"A 2-D sin-cos position embedding needs a width divisible by 4, got {width}; choose another ViT width.")
+    raise UserError(f"A 2-D sin-cos position embedding needs a width divisible by 4, got {width}; choose another ViT width.")
   quarter = width // 4
   omega = 1.0 / temperature ** (np.arange(quarter, dtype=np.float64) / quarter)
   y, x = np.meshgrid(np.arange(grid_height, dtype=np.float64), np.arange(grid_width, dtype=np.float64), indexing="ij")
@@ -69,7 +71,7 @@ def patchify(images: jax.Array, patch_size: int) -> jax.Array:
   """[B, H, W, C] -> [B, (H / P) * (W / P), P * P * C], patches in raster order."""
   batch, height, width, channels = images.shape
   if height % patch_size or width % patch_size:
-    raise ValueError(
+    raise UserError(
         f"Images of {height}x{width} pixels do not split into {patch_size}x{patch_size} patches; "
         f"set config.model.vit.patch_size to a divisor of the image size."
     )
@@ -98,7 +100,7 @@ class SelfAttention(nnx.Module):
 
   def __init__(self, width: int, num_heads: int, dtype: Any, rngs: nnx.Rngs):
     if width % num_heads:
-      raise ValueError(f"The ViT width {width} does not divide into {num_heads} heads; change config.model.vit.num_heads.")
+      raise UserError(f"The ViT width {width} does not divide into {num_heads} heads; change config.model.vit.num_heads.")
     self.num_heads = num_heads
     # Separate D x D projections: MoCo v3 initialises q, k, v as three matrices, not one D x 3D.
     self.query = _linear(width, width, dtype, rngs)
@@ -145,7 +147,7 @@ class ViT(nnx.Module):
 
   def __init__(self, config: ViTConfig, *, rngs: nnx.Rngs):
     if config.position_embedding not in POSITION_EMBEDDINGS:
-      raise ValueError(
+      raise UserError(
           f"config.model.vit.position_embedding '{config.position_embedding}' is not known; "
           f"choose one of {POSITION_EMBEDDINGS}."
       )
@@ -167,7 +169,7 @@ class ViT(nnx.Module):
     if self.config.position_embedding == "learned":
       expected = self.position.shape[1] - 1
       if grid_height * grid_width != expected:
-        raise ValueError(
+        raise UserError(
             f"The learned position embedding has {expected} patches but the images give "
             f"{grid_height * grid_width}; set config.model.vit.image_size to the training image size."
         )
