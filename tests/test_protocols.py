@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxssl import checkpoint, models, train
 from jaxssl.errors import UserError
+from jaxssl.data import sources
 from jaxssl.evaluation import finetune, knn, protocols
 from jaxssl.models import functional
 from tests import helpers
@@ -131,3 +132,35 @@ def test_random_crop_flip_is_a_crop_of_the_padded_image():
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="reflect")
     crops = [c for i in range(3) for j in range(3) for c in (padded[i:i + 5, j:j + 5], padded[i:i + 5, j:j + 5][:, ::-1])]
     assert any(np.allclose(got, c, atol=1e-6) for c in crops)
+
+
+def test_subset_files_by_index_or_by_file_name(tmp_path):
+  names = [f"n0{c}_{i}.JPEG" for c in range(3) for i in range(4)]
+  by_index = tmp_path / "by_index.txt"
+  by_index.write_text("5\n1\n5\n")
+  np.testing.assert_array_equal(protocols.read_subset(str(by_index), len(names)), [1, 5])
+  # SimCLR's lists: one file name per line, maybe with more words after it.
+  by_name = tmp_path / "1percent.txt"
+  by_name.write_text("n02_3.JPEG\nn00_0.JPEG extra words\n\n")
+  np.testing.assert_array_equal(protocols.read_subset(str(by_name), len(names), lambda: names), [0, 11])
+  with pytest.raises(UserError, match="this data has none"):
+    protocols.read_subset(str(by_name), len(names))
+  with pytest.raises(UserError, match="1 of the 2 file names.*max_train_examples"):
+    protocols.read_subset(str(by_name), len(names), lambda: names[:8])
+  by_index.write_text("12\n")
+  with pytest.raises(UserError, match="outside the 12 training examples"):
+    protocols.read_subset(str(by_index), len(names))
+
+
+def test_record_names_of_folders_and_subsets(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  for label in ("cat", "dog"):
+    (tmp_path / label).mkdir()
+    for i in range(3):
+      Image.new("RGB", (4, 4)).save(tmp_path / label / f"{label}_{i}.png")
+  folder = sources.ImageFolderSource(str(tmp_path))
+  assert sources.record_names(folder, [0, 4]) == ["cat_0.png", "dog_1.png"]
+  subset = sources.SubsetSource(folder, np.array([5, 2]))
+  assert sources.record_names(subset, [1, 0]) == ["cat_2.png", "dog_2.png"]
+  assert sources.record_names(sources.ArraySource({"image": np.zeros((2, 4, 4, 3), np.uint8)}), [0]) is None

@@ -23,6 +23,9 @@ def get_config():
   c.semisup = ml_collections.ConfigDict()
   c.semisup.fractions = (0.01, 0.1)
   # Fixed subsets instead of drawn ones: {'0.01': 'path/1pct.txt', ...}, one training-split index
-  # per line (e.g. the indices a previous run saved in eval/).
+  # per line (e.g. the indices a previous run saved in eval/), or one file name per line, as in
+  # SimCLR's ImageNet lists (1percent.txt, 10percent.txt: 'n01440764_10026.JPEG'); names need
+  # data that has them (an image folder, or TFDS's imagenet2012 `file_name`) and every listed
+  # image among the loaded training examples (config.max_train_examples).
   c.semisup.subset_files = ml_collections.ConfigDict()
   return c

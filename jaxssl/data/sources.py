@@ -194,6 +194,7 @@ class TfdsSource:
     self.name = name
     self.split = split
     self.image_key = image_key
+    self._data_dir = data_dir
     self._data = _open_tfds(name, split, data_dir, download)
     features = self._data.dataset_info.features
     feature_names = sorted(features.keys())
@@ -229,6 +230,21 @@ class TfdsSource:
     )
     label = np.int32(example[self.label_key]) if self.has_labels else -1
     return {'image': image, 'label': np.int32(label)}
+
+  def record_names(self, indices: Sequence[int]) -> list[str] | None:
+    """The `file_name` feature of the records at `indices` (ImageNet's, e.g.
+    'n01440764_10026.JPEG'), read without decoding the images; None without one."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    if 'file_name' not in self._data.dataset_info.features:
+      return None
+    names = tfds.data_source(
+        self.name, split=self.split, data_dir=self._data_dir, download=False,
+        builder_kwargs={'file_format': 'array_record'},
+        decoders={self.image_key: tfds.decode.SkipDecoding()},
+    )
+    as_text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+    return [as_text(names[int(i)]['file_name']) for i in indices]
 
   def __repr__(self) -> str:
     return (
@@ -331,6 +347,10 @@ class ImageFolderSource:
     """Every record's label, without decoding an image."""
     return self._labels
 
+  def record_names(self, indices: Sequence[int]) -> list[str]:
+    """The file names (without folders) of the records at `indices`."""
+    return [os.path.basename(self.paths[int(i)]) for i in indices]
+
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     path = self.paths[index]
@@ -418,6 +438,9 @@ class SubsetSource:
   def arrays(self) -> dict[str, np.ndarray]:
     return {k: v[self._indices] for k, v in self._source.arrays.items()}
 
+  def record_names(self, indices: Sequence[int]) -> list[str] | None:
+    return record_names(self._source, self._indices[np.asarray(indices, np.int64)])
+
   def __getattr__(self, name: str) -> Any:  # has_labels, num_classes, fps, ...
     if name.startswith('__') or name in ('_source', '_indices'):
       raise AttributeError(name)
@@ -425,6 +448,14 @@ class SubsetSource:
 
   def __repr__(self) -> str:
     return f'SubsetSource({len(self)} of {self._source!r})'
+
+
+def record_names(source: Any, indices: Sequence[int]) -> list[str] | None:
+  """File names of the records at `indices` (an image folder's file names, a TFDS
+  dataset's `file_name` feature), for subset lists written by name; None when
+  the source has none (built-in data)."""
+  names = getattr(source, 'record_names', None)
+  return names(indices) if names is not None else None
 
 
 def restrict_to_train_examples(source: Any, count: int) -> Any:

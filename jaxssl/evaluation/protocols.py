@@ -19,7 +19,8 @@ pretraining's unless `config.data.name` says otherwise. Each protocol writes
   and BatchNorm 'train' or 'frozen' (`jaxssl.evaluation.finetune`); validation and test top-1.
 * `semisup`: the same fine-tuning on 1% and 10% of the training labels (`config.semisup.fractions`),
   a stratified subset drawn with the seed and saved as `eval/semisup_<pct>pct_indices.txt`, or
-  read from `config.semisup.subset_files` (one training-split index per line); test top-1.
+  read from `config.semisup.subset_files` (one training-split index per line, or one file name
+  per line as in the standard ImageNet 1% / 10% lists); test top-1.
 The fine-tuning protocols checkpoint under WORKDIR and resume like pretraining.
 
 Image backbones only for now: a video backbone is refused with a sentence saying so.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -152,18 +153,36 @@ def extract_features(encoder, images: np.ndarray, batch_size: int) -> np.ndarray
   return np.concatenate([np.asarray(embed(jnp.asarray(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)])
 
 
-def _read_subset(path: str, count: int) -> np.ndarray:
+def read_subset(path: str, count: int, training_names: Callable[[], list[str] | None] = lambda: None) -> np.ndarray:
+  """Training-array positions listed in a subset file: one index per line, or one file name per
+  line (the first word; e.g. SimCLR's ImageNet 1% / 10% lists, 'n01440764_10026.JPEG'), matched
+  against `training_names()`, the file names of the loaded training examples in order."""
   try:
     with open(path) as f:
-      indices = np.asarray([int(line) for line in f if line.strip()], np.int64)
-  except (OSError, ValueError) as e:
-    raise UserError(f"The subset file '{path}' cannot be read as one training-split index per line ({e}); fix the file or drop it from config.semisup.subset_files.") from e
-  if len(indices) == 0 or indices.min() < 0 or indices.max() >= count:
-    raise UserError(f"The subset file '{path}' names indices outside the {count} training examples; it was written for other data.")
-  return np.unique(indices)
+      entries = [line.split()[0] for line in f if line.strip()]
+  except OSError as e:
+    raise UserError(f"The subset file '{path}' cannot be read ({e}); fix the path in config.semisup.subset_files.") from e
+  if not entries:
+    raise UserError(f"The subset file '{path}' is empty; list one training index or file name per line.")
+  if all(entry.lstrip("-").isdigit() for entry in entries):
+    indices = np.asarray([int(entry) for entry in entries], np.int64)
+    if indices.min() < 0 or indices.max() >= count:
+      raise UserError(f"The subset file '{path}' names indices outside the {count} training examples; it was written for other data.")
+    return np.unique(indices)
+  names = training_names()
+  if names is None:
+    raise UserError(f"The subset file '{path}' lists file names, but this data has none; list training indices instead.")
+  position = {name: i for i, name in enumerate(names)}
+  missing = [entry for entry in entries if entry not in position]
+  if missing:
+    raise UserError(
+        f"{len(missing)} of the {len(entries)} file names in '{path}' (e.g. '{missing[0]}') are not among the "
+        f"{len(names)} training examples loaded; raise config.max_train_examples to the training split's size, or use the split the list was made for."
+    )
+  return np.unique(np.asarray([position[entry] for entry in entries], np.int64))
 
 
-def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: dict, workdir: str) -> dict[str, Any]:
+def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: dict, workdir: str, training_names: Callable) -> dict[str, Any]:
   """Fine-tunes the backbone on the training split (`finetune`) or on label fractions of it
   (`semisup`); returns the result fields (split sizes, scores, best setting and top-1)."""
   from jaxssl import export, models  # pylint: disable=g-import-not-at-top
@@ -200,7 +219,7 @@ def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: 
   for fraction in config.semisup.fractions:
     name = f"{fraction * 100:g}%"
     source = files.get(f"{fraction:g}") or files.get(name)
-    subset = _read_subset(source, len(labels)) if source else finetune.stratified_subset(labels, fraction, config.seed)
+    subset = read_subset(source, len(labels), training_names) if source else finetune.stratified_subset(labels, fraction, config.seed)
     path = finetune.subset_path(workdir, fraction)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savetxt(path, subset, fmt="%d")
@@ -229,7 +248,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data = dict(pretraining.get("data", {}))
   data.update({k: v for k, v in config.data.to_dict().items() if v})  # empty or 0: the pretraining's
   spec = DataSpec.from_config(data)
-  train_arrays = pipeline.load_eval_arrays(sources.make_source(spec, spec.train_split), spec.image_size, config.max_train_examples)
+  train_source = sources.make_source(spec, spec.train_split)
+  train_arrays = pipeline.load_eval_arrays(train_source, spec.image_size, config.max_train_examples)
+
+  def training_names():
+    """File names of the loaded training records (those `load_eval_arrays` picked), in order."""
+    count = len(train_source)
+    loaded = config.max_train_examples
+    indices = pipeline.evenly_spaced_indices(count, loaded) if loaded and loaded < count else np.arange(count)
+    return sources.record_names(train_source, indices)
+
   test_arrays = pipeline.load_eval_arrays(sources.make_source(spec, spec.eval_split), spec.image_size, config.max_test_examples)
   result = {"protocol": config.protocol, "backbone": directory, "data": spec.name, "image_size": spec.image_size, "settings": config.to_dict()}
   if config.protocol in ("knn", "linear"):
@@ -242,7 +270,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     best = max(scores, key=scores.get)
     result.update(split_sizes={"train": len(train_features), "test": len(test_features)}, scores=scores, best_setting=best, best_top1=scores[best])
   elif config.protocol in ("finetune", "semisup"):
-    result.update(_finetune_protocol(config, directory, train_arrays, test_arrays, workdir))
+    result.update(_finetune_protocol(config, directory, train_arrays, test_arrays, workdir, training_names))
   else:
     cfg = config.linear
     fit, validation = held_out_split(train_arrays["label"], cfg.validation_every)

@@ -277,3 +277,14 @@ def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
   source = sources.ImageFolderSource(str(tmp_path))
   with pytest.raises(DataError, match='big.png.*too large'):
     source[0]
+
+
+def test_tfds_record_names_read_file_name_without_images(tfds):
+  with tfds.testing.mock_data(
+      num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
+    imagenet = sources.TfdsSource('imagenet2012', 'train')
+    names = sources.record_names(imagenet, [0, 3])
+    assert len(names) == 2 and all(isinstance(n, str) and n for n in names)
+    assert names == sources.record_names(imagenet, [0, 3])  # the same records, read again
+    assert sources.record_names(sources.TfdsSource('cifar10', 'test'), [0]) is None  # no file_name
