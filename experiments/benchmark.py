@@ -152,15 +152,21 @@ def measure_step(config, *, steps: int, parts: bool = True, compile_twice: bool 
 
   hits = []
   jax.monitoring.register_event_listener(lambda event, **_: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
-  start = time.perf_counter()
-  compiled = step.lower(state, global_batch, rng).compile()
-  result = {"compile_cold_s": time.perf_counter() - start}
-  if compile_twice:
-    jax.clear_caches()  # forget the in-memory executable, as a new process would
-    before = len(hits)
+  def lower_and_compile():
+    """(executable, seconds tracing and lowering to HLO, seconds in XLA or the cache)."""
     start = time.perf_counter()
-    compiled = step.lower(state, global_batch, rng).compile()
-    result.update(compile_warm_s=time.perf_counter() - start, warm_compile_hit_cache=len(hits) > before)
+    lowered = step.lower(state, global_batch, rng)
+    middle = time.perf_counter()
+    executable = lowered.compile()
+    return executable, middle - start, time.perf_counter() - middle
+
+  compiled, trace_s, compile_s = lower_and_compile()
+  result = {"compile_cold_s": trace_s + compile_s, "trace_cold_s": trace_s}
+  if compile_twice:
+    jax.clear_caches()  # forget the in-memory executable and traces, as a new process would
+    before = len(hits)
+    compiled, trace_s, compile_s = lower_and_compile()
+    result.update(compile_warm_s=trace_s + compile_s, trace_warm_s=trace_s, warm_compile_hit_cache=len(hits) > before)
 
   repeats = max(steps, 1)
   state, metrics = compiled(state, global_batch, rng)
@@ -212,9 +218,9 @@ def _print_step(result: dict) -> None:
     print(f"XLA cost analysis: {gflops:.2f} GFLOP/step, {gflops / step:.1f} GFLOP/s achieved")
   if result["planned_bytes_per_device"] is not None:
     print(f"memory XLA plans per device for one step: {result['planned_bytes_per_device'] / 2**20:.0f} MiB")
-  warm = (f", warm {result['compile_warm_s']:.1f} s (persistent cache {'hit' if result['warm_compile_hit_cache'] else 'MISSED'})"
-          if "compile_warm_s" in result else "")
-  print(f"compile: cold {result['compile_cold_s']:.1f} s{warm}")
+  warm = (f"; warm {result['compile_warm_s']:.1f} s of which tracing {result['trace_warm_s']:.1f} s "
+          f"(persistent cache {'hit' if result['warm_compile_hit_cache'] else 'MISSED'})" if "compile_warm_s" in result else "")
+  print(f"compile: cold {result['compile_cold_s']:.1f} s of which tracing and lowering {result['trace_cold_s']:.1f} s{warm}")
   if result["devices"] > 1:
     moved = ", ".join(f"{kind} {b / 2**20:.2f} MiB" for kind, b in sorted(result["collective_bytes"].items()))
     print(f"collectives per step: {moved or 'none'}; {result['collectives_over_gradients']:.2f} x one all-reduce "
