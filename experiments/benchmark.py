@@ -214,8 +214,9 @@ def _print_step(result: dict) -> None:
     for name, seconds in [*parts.items(), ("everything else (heads, loss, optimizer, EMA update)", rest)]:
       print(f"  {name}: {seconds * 1000:.0f} ms ({100 * seconds / step:.0f}%)")
   if result["flops_per_step"]:
-    gflops = result["flops_per_step"] / 1e9
-    print(f"XLA cost analysis: {gflops:.2f} GFLOP/step, {gflops / step:.1f} GFLOP/s achieved")
+    # The cost analysis is of the per-device (SPMD) program: every device runs it.
+    gflops = result["flops_per_step"] / 1e9 * result["devices"]
+    print(f"XLA cost analysis: {gflops:.2f} GFLOP/step over all devices, {gflops / step:.1f} GFLOP/s achieved")
   if result["planned_bytes_per_device"] is not None:
     print(f"memory XLA plans per device for one step: {result['planned_bytes_per_device'] / 2**20:.0f} MiB")
   warm = (f"; warm {result['compile_warm_s']:.1f} s of which tracing {result['trace_warm_s']:.1f} s "
