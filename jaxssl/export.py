@@ -161,17 +161,15 @@ def _float32(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def load_backbone(path: str):
   """The backbone exported to `path` (WORKDIR/export/backbone) as an NNX module with its weights,
-  in eval mode (BatchNorm uses the running statistics)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  in eval mode (BatchNorm uses the running statistics). A video method's backbone reads what its
+  `backbone_input` makes of normalised clips [B, T, H, W, 3] (BraVe's motion view: their frame
+  differences)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
-  from jaxssl import checkpoint, models  # pylint: disable=g-import-not-at-top
+  from jaxssl.evaluation import pretrained  # pylint: disable=g-import-not-at-top
 
-  params, batch_stats, config = checkpoint.load_backbone(path)
-  structure = nnx.eval_shape(lambda: models.make_backbone(ml_collections.ConfigDict(config["model"]), nnx.Rngs(0)))
-  graphdef, _, _ = nnx.split(structure, nnx.Param, nnx.BatchStat)
-  as_arrays = lambda tree: {k: as_arrays(v) if isinstance(v, dict) else jnp.asarray(v) for k, v in tree.items()}
-  module = nnx.merge(graphdef, as_arrays(_to_numpy(params)), as_arrays(_to_numpy(batch_stats)))
+  loaded = pretrained.load(path)
+  module = nnx.merge(loaded.backbone.graphdef, loaded.params, loaded.batch_stats)
   module.eval()
   return module
 
@@ -180,7 +178,7 @@ def export(workdir: str, fmt: str) -> str:
   """Writes the backbone of a finished run in `fmt` ('torch' or 'orbax'); returns the path."""
   import json  # pylint: disable=g-import-not-at-top
 
-  from jaxssl import checkpoint  # pylint: disable=g-import-not-at-top
+  from jaxssl import checkpoint, methods  # pylint: disable=g-import-not-at-top
 
   source = os.path.join(os.path.abspath(workdir), "export", "backbone")
   if not os.path.isdir(source):
@@ -192,6 +190,11 @@ def export(workdir: str, fmt: str) -> str:
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
   params, batch_stats, config = checkpoint.load_backbone(source)
+  if methods.is_video_method(config.get("method", "")):
+    raise UserError(
+        f"'{workdir}' holds the video backbone of a {config['method']} run, which has no torchvision or timm "
+        "counterpart to take PyTorch's names from; use --format=orbax (or jaxssl.load_backbone)."
+    )
   state = torch_state_dict(ml_collections.ConfigDict(config["model"]), params, batch_stats)
   target = source + ".safetensors"
   save_file(state, target, metadata={"format": "pt", "jaxssl_config": json.dumps(config["model"])})

@@ -164,3 +164,62 @@ def test_record_names_of_folders_and_subsets(tmp_path):
   subset = sources.SubsetSource(folder, np.array([5, 2]))
   assert sources.record_names(subset, [1, 0]) == ["cat_2.png", "dog_2.png"]
   assert sources.record_names(sources.ArraySource({"image": np.zeros((2, 4, 4, 3), np.uint8)}), [0]) is None
+
+
+@pytest.fixture(scope="module")
+def brave_export(tmp_path_factory):
+  """A BraVe run's exported narrow backbone (motion: frame differences of 4-frame 16 px clips), untrained."""
+  from configs import brave as brave_config  # noqa: PLC0415
+  from jaxssl import methods  # noqa: PLC0415
+
+  c = brave_config.get_config()
+  c.brave.narrow = brave_config._view("motion", 4, 1, 16, "small3d", 0.25)  # pylint: disable=protected-access
+  c.brave.broad_views = [brave_config._view("motion", 4, 2, 8, "small3d", 0.25)]  # pylint: disable=protected-access
+  method = methods.make_method(c)
+  params, extra = method.init(jax.random.key(0))
+  workdir = tmp_path_factory.mktemp("brave_run")
+  checkpoint.export_backbone(str(workdir / "export" / "backbone"), params["backbone"], extra["batch_stats"]["backbone"], c.to_json_best_effort())
+  return workdir, method, params, extra
+
+
+@pytest.mark.parametrize("protocol", ["knn", "finetune"])
+def test_protocol_runs_on_a_video_backbone(tmp_path, brave_export, protocol):
+  workdir, _, _, _ = brave_export
+  config = ml_collections.ConfigDict(protocols_config(protocol))
+  config.backbone = str(workdir)
+  config.max_train_examples, config.max_test_examples = 60, 30
+  if protocol == "finetune":
+    config.finetune.epochs, config.finetune.batch_size = 1, 20
+  result = train.train_and_evaluate(config, str(tmp_path / "out"))
+  assert result["data"] == "builtin:moving_shapes"
+  assert result["clip"] == {"frames": 4, "stride": 1, "size": 16, "modality": "motion"}
+  assert result["best_setting"] in result["scores"] and 0.0 <= result["best_top1"] <= 100.0
+
+
+def test_a_video_backbone_embeds_as_its_method_does(brave_export):
+  """The protocols rebuild the exported narrow backbone and its input (frame differences) from the
+  stored config: their features equal the method's own `embed` of the same normalised clips."""
+  from jaxssl import export  # noqa: PLC0415
+  from jaxssl.evaluation import pretrained  # noqa: PLC0415
+  from jaxssl.transforms import augment  # noqa: PLC0415
+
+  workdir, method, params, extra = brave_export
+  loaded = pretrained.load(str(workdir / "export" / "backbone"))
+  assert loaded.input_key == "clip" and loaded.clip_view.modality == "motion"
+  clips = np.random.default_rng(0).integers(0, 256, (3, 4, 16, 16, 3), dtype=np.uint8)
+  expected = np.asarray(method.embed(params, extra, augment.normalize(clips)))
+  np.testing.assert_allclose(loaded.features(clips, batch_size=2), expected, rtol=1e-5, atol=1e-5)
+  module = export.load_backbone(str(workdir / "export" / "backbone"))
+  np.testing.assert_allclose(np.asarray(module(method.backbone_input(augment.normalize(clips)))), expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(UserError, match="video backbone of a brave run.*--format=orbax"):
+    export.export(str(workdir), "torch")
+
+
+def test_finetuning_crops_every_frame_of_a_clip_alike():
+  """Each clip is one crop (and maybe flip) of its padded frames, the same in every frame."""
+  clips = np.random.default_rng(1).integers(0, 256, (5, 3, 6, 6, 3), dtype=np.uint8)
+  out = np.asarray(finetune.random_crop_flip(jax.random.key(2), clips, 2))
+  for clip, got in zip(clips.astype(np.float32) / 255.0, out):
+    padded = np.pad(clip, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    crops = [c for i in range(5) for j in range(5) for c in (padded[:, i:i + 6, j:j + 6], padded[:, i:i + 6, j:j + 6][:, :, ::-1])]
+    assert any(np.allclose(got, c, atol=1e-6) for c in crops)

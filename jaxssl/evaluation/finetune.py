@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained image backbone end to end, on all labels or a stratified fraction.
+"""Fine-tuning a pretrained image (or video) backbone end to end, on all labels or a stratified fraction.
 
 The `finetune` and `semisup` protocols of `jaxssl.evaluation.protocols` train the backbone and a
 new linear head together: SGD with Nesterov momentum and a cosine schedule, weight decay on the
@@ -71,9 +71,15 @@ def layer_rate_multipliers(params: dict, layer_decay: float) -> Any:
 
 
 def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int) -> jax.Array:
-  """[B, H, W, C] -> float images in [0, 1]: a random H x W crop of the reflect-padded image and a
-  horizontal flip with probability 1/2, drawn per image."""
+  """[B, H, W, C] images, or [B, T, H, W, C] clips -> floats in [0, 1]: a random H x W crop of the
+  reflect-padded image and a horizontal flip with probability 1/2, drawn per image (per clip: every
+  frame gets its clip's crop and flip)."""
   images = augment.to_float_image(images)
+  if images.ndim == 5:  # frames side by side in the channels, so one crop and flip covers them all
+    batch, frames, height, width, channels = images.shape
+    stacked = jnp.moveaxis(images, 1, 3).reshape(batch, height, width, frames * channels)
+    cropped = random_crop_flip(rng, stacked, padding)
+    return jnp.moveaxis(cropped.reshape(batch, height, width, frames, channels), 3, 1)
   batch, height, width, _ = images.shape
   padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="reflect")
   offset_key, flip_key = jax.random.split(rng)
@@ -101,13 +107,18 @@ def make_optimizer(cfg: ml_collections.ConfigDict, params: dict, total_steps: in
   )
 
 
-def make_train_step(backbone, tx: optax.GradientTransformation, cfg: ml_collections.ConfigDict) -> Callable:
-  """(state, images, labels, rng) -> (state, loss); `backbone` is a `functional.PureModule`."""
+def _identity(x: jax.Array) -> jax.Array:
+  return x
+
+
+def make_train_step(backbone, tx: optax.GradientTransformation, cfg: ml_collections.ConfigDict, backbone_input: Callable = _identity) -> Callable:
+  """(state, images, labels, rng) -> (state, loss); `backbone` is a `functional.PureModule`, fed
+  `backbone_input` of the normalised images (or clips)."""
   bn_train = cfg.batch_norm == "train"
   padding = max(1, cfg.crop_padding)
 
   def step(state, images, labels, rng):
-    inputs = augment.normalize(random_crop_flip(jax.random.fold_in(rng, state["step"]), images, padding))
+    inputs = backbone_input(augment.normalize(random_crop_flip(jax.random.fold_in(rng, state["step"]), images, padding)))
 
     def loss_fn(params):
       features, stats = backbone(params["backbone"], state["batch_stats"], inputs, train=bn_train)
@@ -138,14 +149,15 @@ def batch_order(count: int, batch_size: int, total_steps: int, seed: int) -> np.
 
 
 def finetune(backbone, params: dict, batch_stats: dict, images: np.ndarray, labels: np.ndarray, *, num_classes: int,
-             cfg: ml_collections.ConfigDict, seed: int, checkpoint_dir: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, dict]:
-  """Fine-tunes (backbone params, a zero-initialised head) on (images, labels); returns
+             cfg: ml_collections.ConfigDict, seed: int, checkpoint_dir: str | None = None, log: Callable[[str], None] = print,
+             backbone_input: Callable = _identity) -> tuple[dict, dict]:
+  """Fine-tunes (backbone params, a zero-initialised head) on (images or clips, labels); returns
   (params {'backbone', 'head'}, batch stats). Resumes from `checkpoint_dir` if it holds a step."""
   if cfg.batch_norm not in BATCH_NORM_MODES:
     raise UserError(f"config.finetune.batch_norm is '{cfg.batch_norm}'; choose one of {BATCH_NORM_MODES}.")
   batch_size = min(cfg.batch_size, len(images))
   total_steps = max(1, cfg.epochs * max(1, len(images) // batch_size))
-  dim = jax.eval_shape(lambda: backbone(params, batch_stats, jnp.zeros((1,) + images.shape[1:], jnp.float32), train=False)[0]).shape[-1]
+  dim = jax.eval_shape(lambda: backbone(params, batch_stats, backbone_input(jnp.zeros((1,) + images.shape[1:], jnp.float32)), train=False)[0]).shape[-1]
   params = {"backbone": params, "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}}
   tx = make_optimizer(cfg, params, total_steps)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "batch_stats": batch_stats}
@@ -154,7 +166,7 @@ def finetune(backbone, params: dict, batch_stats: dict, images: np.ndarray, labe
     _, state, _ = saver.restore_newest_good(checkpoint.abstract_like(state, jax.tree.map(lambda x: x.sharding, state)))
     log(f"Resuming fine-tuning from step {int(state['step'])}")
   # No donation: an asynchronous save may still be reading the previous state.
-  step_fn = jax.jit(make_train_step(backbone, tx, cfg))
+  step_fn = jax.jit(make_train_step(backbone, tx, cfg, backbone_input))
   order = batch_order(len(images), batch_size, total_steps, seed)
   rng = jax.random.key(seed)
   every = max(1, total_steps // 10)
@@ -171,12 +183,13 @@ def finetune(backbone, params: dict, batch_stats: dict, images: np.ndarray, labe
   return state["params"], state["batch_stats"]
 
 
-def top1(backbone, params: dict, batch_stats: dict, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
-  """Top-1 (%) of a fine-tuned (backbone, head) on centred images, BN in eval mode."""
+def top1(backbone, params: dict, batch_stats: dict, images: np.ndarray, labels: np.ndarray, batch_size: int,
+         backbone_input: Callable = _identity) -> float:
+  """Top-1 (%) of a fine-tuned (backbone, head) on centred images (or clips), BN in eval mode."""
 
   @jax.jit
   def predict(x):
-    features, _ = backbone(params["backbone"], batch_stats, augment.normalize(augment.to_float_image(x)), train=False)
+    features, _ = backbone(params["backbone"], batch_stats, backbone_input(augment.normalize(augment.to_float_image(x))), train=False)
     return jnp.argmax(features.astype(jnp.float32) @ params["head"]["kernel"] + params["head"]["bias"], axis=-1)
 
   predictions = np.concatenate([np.asarray(predict(jnp.asarray(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)])

@@ -23,7 +23,9 @@ pretraining's unless `config.data.name` says otherwise. Each protocol writes
   per line as in the standard ImageNet 1% / 10% lists); test top-1.
 The fine-tuning protocols checkpoint under WORKDIR and resume like pretraining.
 
-Image backbones only for now: a video backbone is refused with a sentence saying so.
+A video method's backbone (BraVe, GDT, VideoMoCo) is evaluated on clips of its pretraining's
+narrow view: centred for kNN and the linear probe, randomly cropped and flipped (the same crop in
+every frame) for fine-tuning; the JSON records the clip's frames, stride, size and modality.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from jaxssl.data import pipeline, sources
 from jaxssl.data.base import DataSpec
 from jaxssl.errors import UserError
 from jaxssl.evaluation import finetune, knn
-from jaxssl.transforms import augment
+from jaxssl.evaluation.pretrained import Pretrained
+from jaxssl.evaluation.pretrained import load as load_pretrained
 
 PROTOCOLS = ("knn", "linear", "finetune", "semisup")
 
@@ -148,11 +151,6 @@ def _backbone_directory(path: str) -> str:
   raise UserError(f"config.backbone '{path}' holds no exported backbone (WORKDIR/export/backbone is written when a run finishes); point it at a finished run's workdir.")
 
 
-def extract_features(encoder, images: np.ndarray, batch_size: int) -> np.ndarray:
-  embed = jax.jit(lambda x: encoder(augment.normalize(x)))
-  return np.concatenate([np.asarray(embed(jnp.asarray(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)])
-
-
 def read_subset(path: str, count: int, training_names: Callable[[], list[str] | None] = lambda: None) -> np.ndarray:
   """Training-array positions listed in a subset file: one index per line, or one file name per
   line (the first word; e.g. SimCLR's ImageNet 1% / 10% lists, 'n01440764_10026.JPEG'), matched
@@ -182,31 +180,25 @@ def read_subset(path: str, count: int, training_names: Callable[[], list[str] | 
   return np.unique(np.asarray([position[entry] for entry in entries], np.int64))
 
 
-def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: dict, workdir: str, training_names: Callable) -> dict[str, Any]:
+def _finetune_protocol(config, pretrained: Pretrained, train_arrays: dict, test_arrays: dict, workdir: str, training_names: Callable) -> dict[str, Any]:
   """Fine-tunes the backbone on the training split (`finetune`) or on label fractions of it
   (`semisup`); returns the result fields (split sizes, scores, best setting and top-1)."""
-  from jaxssl import export, models  # pylint: disable=g-import-not-at-top
-  from jaxssl.models import functional  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  params, batch_stats, pretraining = checkpoint.load_backbone(directory)
-  structure = nnx.eval_shape(lambda: models.make_backbone(ml_collections.ConfigDict(pretraining["model"]), nnx.Rngs(0)))
-  backbone = functional.split_module(structure)[0]
-  as_arrays = lambda tree: jax.tree.map(jnp.asarray, export._to_numpy(tree))  # pylint: disable=protected-access  (block keys back to ints)
-  params, batch_stats = as_arrays(params), as_arrays(batch_stats)
-  images, labels = train_arrays["image"], train_arrays["label"]
+  backbone, params, batch_stats = pretrained.backbone, pretrained.params, pretrained.batch_stats
+  images, labels = train_arrays[pretrained.input_key], train_arrays["label"]
   num_classes = int(max(labels.max(), test_arrays["label"].max()) + 1)
   cfg = config.finetune
   log = lambda message: print(message, flush=True)
-  test = lambda p, s: finetune.top1(backbone, p, s, test_arrays["image"], test_arrays["label"], config.batch_size)
+  tune = lambda images, labels, checkpoint_dir: finetune.finetune(
+      backbone, params, batch_stats, images, labels, num_classes=num_classes, cfg=cfg, seed=config.seed,
+      checkpoint_dir=checkpoint_dir, log=log, backbone_input=pretrained.backbone_input,
+  )
+  top1 = lambda p, s, images, labels: finetune.top1(backbone, p, s, images, labels, config.batch_size, backbone_input=pretrained.backbone_input)
+  test = lambda p, s: top1(p, s, test_arrays[pretrained.input_key], test_arrays["label"])
   if config.protocol == "finetune":
     fit, validation = held_out_split(labels, cfg.validation_every)
-    tuned, stats = finetune.finetune(
-        backbone, params, batch_stats, images[fit], labels[fit], num_classes=num_classes, cfg=cfg, seed=config.seed,
-        checkpoint_dir=os.path.join(workdir, "checkpoints_finetune"), log=log,
-    )
+    tuned, stats = tune(images[fit], labels[fit], os.path.join(workdir, "checkpoints_finetune"))
     setting = f"lr={cfg.learning_rate:g},wd={cfg.weight_decay:g},layer_decay={cfg.layer_decay:g},bn={cfg.batch_norm}"
-    validation_top1 = finetune.top1(backbone, tuned, stats, images[validation], labels[validation], config.batch_size)
+    validation_top1 = top1(tuned, stats, images[validation], labels[validation])
     test_top1 = test(tuned, stats)
     return {
         "split_sizes": {"train": len(fit), "validation": len(validation), "test": len(test_arrays["label"])},
@@ -224,10 +216,7 @@ def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savetxt(path, subset, fmt="%d")
     log(f"semisup {name}: fine-tuning on {len(subset)} of {len(labels)} labelled examples (indices in {path})")
-    tuned, stats = finetune.finetune(
-        backbone, params, batch_stats, images[subset], labels[subset], num_classes=num_classes, cfg=cfg, seed=config.seed,
-        checkpoint_dir=os.path.join(workdir, f"checkpoints_semisup_{fraction * 100:g}pct"), log=log,
-    )
+    tuned, stats = tune(images[subset], labels[subset], os.path.join(workdir, f"checkpoints_semisup_{fraction * 100:g}pct"))
     scores[name] = {"test_top1": test(tuned, stats), "labelled_examples": int(len(subset)), "subset_file": os.path.basename(path)}
     sizes[f"train_{name}"] = int(len(subset))
   best = max(scores, key=lambda k: scores[k]["labelled_examples"])  # the largest fraction
@@ -236,20 +225,17 @@ def _finetune_protocol(config, directory: str, train_arrays: dict, test_arrays: 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs `config.protocol` on `config.backbone`; writes and returns WORKDIR/eval/<protocol>.json."""
-  from jaxssl import export  # pylint: disable=g-import-not-at-top
-
   start = time.time()
   if config.protocol not in PROTOCOLS:
     raise UserError(f"config.protocol '{config.protocol}' is not known; choose one of {PROTOCOLS}.")
   directory = _backbone_directory(config.backbone)
   pretraining = logs.read_json(os.path.join(directory, "config.json"), {})
-  if pretraining.get("model", {}).get("video_backbone") or pretraining.get("method") in ("brave", "gdt", "videomoco"):
-    raise UserError(f"'{directory}' holds a video backbone; the evaluation protocols take image backbones for now.")
+  backbone = load_pretrained(directory)
   data = dict(pretraining.get("data", {}))
   data.update({k: v for k, v in config.data.to_dict().items() if v})  # empty or 0: the pretraining's
   spec = DataSpec.from_config(data)
   train_source = sources.make_source(spec, spec.train_split)
-  train_arrays = pipeline.load_eval_arrays(train_source, spec.image_size, config.max_train_examples)
+  train_arrays = backbone.load_arrays(train_source, spec.image_size, config.max_train_examples)
 
   def training_names():
     """File names of the loaded training records (those `load_eval_arrays` picked), in order."""
@@ -258,19 +244,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     indices = pipeline.evenly_spaced_indices(count, loaded) if loaded and loaded < count else np.arange(count)
     return sources.record_names(train_source, indices)
 
-  test_arrays = pipeline.load_eval_arrays(sources.make_source(spec, spec.eval_split), spec.image_size, config.max_test_examples)
+  test_arrays = backbone.load_arrays(sources.make_source(spec, spec.eval_split), spec.image_size, config.max_test_examples)
   result = {"protocol": config.protocol, "backbone": directory, "data": spec.name, "image_size": spec.image_size, "settings": config.to_dict()}
+  if backbone.clip_view is not None:
+    view = backbone.clip_view
+    result["clip"] = {"frames": view.num_frames, "stride": view.stride, "size": view.size, "modality": view.modality}
   if config.protocol in ("knn", "linear"):
-    encoder = export.load_backbone(directory)
-    train_features = extract_features(encoder, train_arrays["image"], config.batch_size)
-    test_features = extract_features(encoder, test_arrays["image"], config.batch_size)
+    train_features = backbone.features(train_arrays[backbone.input_key], config.batch_size)
+    test_features = backbone.features(test_arrays[backbone.input_key], config.batch_size)
 
   if config.protocol == "knn":
     scores = knn_sweep(train_features, train_arrays["label"], test_features, test_arrays["label"], list(config.knn.ks), list(config.knn.temperatures))
     best = max(scores, key=scores.get)
     result.update(split_sizes={"train": len(train_features), "test": len(test_features)}, scores=scores, best_setting=best, best_top1=scores[best])
   elif config.protocol in ("finetune", "semisup"):
-    result.update(_finetune_protocol(config, directory, train_arrays, test_arrays, workdir, training_names))
+    result.update(_finetune_protocol(config, backbone, train_arrays, test_arrays, workdir, training_names))
   else:
     cfg = config.linear
     fit, validation = held_out_split(train_arrays["label"], cfg.validation_every)

@@ -37,16 +37,27 @@ REGISTRY = {
 }
 
 
+def method_class(name: str) -> type:
+  """The class registered for `config.method` = `name` (imported, not constructed)."""
+  if name not in REGISTRY:
+    raise ValueError(f"config.method '{name}' is not known; choose one of {sorted(REGISTRY)}.")
+  module_name, class_name = REGISTRY[name].split(":")
+  return getattr(importlib.import_module(module_name), class_name)
+
+
+def is_video_method(name: str) -> bool:
+  """Whether the method named `name` trains (and exports) a video backbone; False for a name that
+  is not a method (an export written with only its model config)."""
+  return name in REGISTRY and getattr(method_class(name), "eval_input_key", "image") == "clip"
+
+
 def make_method(config: ml_collections.ConfigDict, num_classes: int = 0, num_train_examples: int = 0) -> Method:
   """The method named by `config.method`; `num_classes` > 0 adds an online linear probe.
 
   `num_train_examples` (records trained on) reaches the methods that size state by the dataset
   (a memory bank), so no method reads the data itself.
   """
-  if config.method not in REGISTRY:
-    raise ValueError(f"config.method '{config.method}' is not known; choose one of {sorted(REGISTRY)}.")
-  module_name, class_name = REGISTRY[config.method].split(":")
-  cls = getattr(importlib.import_module(module_name), class_name)
+  cls = method_class(config.method)
   if "num_train_examples" in inspect.signature(cls).parameters:
     return cls(config, num_classes, num_train_examples=num_train_examples)
   return cls(config, num_classes)

@@ -74,5 +74,8 @@ class Method(Protocol):
   # Optional: `row_sharded_extra`, paths of `extra` leaves split over devices along their first
   # axis (a queue, a memory bank); absent paths are skipped, the rest of `extra` is replicated.
   # Optional: a `num_train_examples` constructor argument, for state sized by the dataset.
+  # Video methods (`eval_input_key = 'clip'`): `make_backbone(rngs)`, the NNX module a run exports
+  # (`params['backbone']`), and `backbone_input(clips)`, normalised RGB clips -> its input (e.g.
+  # frame differences), so the evaluation protocols can rebuild and feed an exported backbone.
   # Optional: `players: dict[str, Player]` for adversarial methods (see `Player`); `loss` then
   # also returns each player's objective in aux['objectives'].

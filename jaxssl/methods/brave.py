@@ -86,11 +86,15 @@ class BraVe:
     )
     self.broad_backbones = broad
 
+  def make_backbone(self, rngs: nnx.Rngs) -> nnx.Module:
+    """The narrow view's backbone: what evaluation embeds with and what a run exports."""
+    return _video_backbone(self.config.brave.narrow, "rgb", models.compute_dtype(self.config.model.dtype), rngs)
+
   def _networks(self, rngs: nnx.Rngs):
     """(narrow backbone, broad backbones, shared projector, shared predictor, probe)."""
     cfg, model = self.config.brave, self.config.model
     dtype = models.compute_dtype(model.dtype)
-    narrow = _video_backbone(cfg.narrow, "rgb", dtype, rngs)
+    narrow = self.make_backbone(rngs)
     broad = []
     for view_config, view in zip(cfg.broad_views, self.broad_views):
       if view.modality == "audio":
@@ -145,7 +149,7 @@ class BraVe:
     stats = dict(extra["batch_stats"])
     keys = jax.random.split(rng, 1 + len(self.broad_views))
     narrow_clips = augment.normalize(clip_ops.augment_clips(keys[0], batch["narrow"], self.narrow_augment))
-    narrow_features, stats["backbone"] = self.backbone(params["backbone"], stats["backbone"], self.narrow_input(narrow_clips), train=True)
+    narrow_features, stats["backbone"] = self.backbone(params["backbone"], stats["backbone"], self.backbone_input(narrow_clips), train=True)
     narrow = self._heads(params, stats, narrow_features)
     broad, broad_stats = [], []
     for k, (view, spec, backbone) in enumerate(zip(self.broad_views, self.broad_augments, self.broad_backbones)):
@@ -167,11 +171,11 @@ class BraVe:
     del state  # no target network: only the batch statistics change outside the gradient step
     return {"batch_stats": aux["batch_stats"]}
 
-  def narrow_input(self, clips):
+  def backbone_input(self, clips):
     """The narrow backbone's input from normalised RGB clips: the clips, or their frame differences."""
     return clip_ops.frame_differences(clips) if self.narrow_view.modality == "motion" else clips
 
   def embed(self, params, extra, clips, *, train: bool = False):
     """Narrow-backbone features of normalised RGB clips [B, T, H, W, 3]."""
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.narrow_input(clips), train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.backbone_input(clips), train=train)
     return features

@@ -169,16 +169,21 @@ class GDT:
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.audio_backbone, self.video_head, self.audio_head, self.probe = (functional.split_module(m)[0] for m in abstract)
 
-  def _networks(self, rngs: nnx.Rngs):
-    """(video backbone, audio backbone, video head, audio head, probe)."""
-    cfg, model = self.config.gdt, self.config.model
-    dtype = models.compute_dtype(model.dtype)
-    video = video_models.make_video_backbone(
+  def make_backbone(self, rngs: nnx.Rngs) -> nnx.Module:
+    """The video backbone: what evaluation embeds with and what a run exports."""
+    cfg, dtype = self.config.gdt, models.compute_dtype(self.config.model.dtype)
+    return video_models.make_video_backbone(
         video_models.VideoBackboneConfig(
             name=cfg.video_backbone, width_multiplier=cfg.video_width_multiplier, stem=cfg.get("video_stem", "imagenet"), dtype=dtype
         ),
         rngs,
     )
+
+  def _networks(self, rngs: nnx.Rngs):
+    """(video backbone, audio backbone, video head, audio head, probe)."""
+    cfg, model = self.config.gdt, self.config.model
+    dtype = models.compute_dtype(model.dtype)
+    video = self.make_backbone(rngs)
     sound = audio_models.make_audio_backbone(cfg.audio_backbone, cfg.audio_width_multiplier, dtype, rngs)
     head = lambda features: GDTHead(
         features, model.projector_hidden_dim, model.projection_dim, dropout_rate=model.dropout_rate, dtype=dtype, rngs=rngs
@@ -197,7 +202,7 @@ class GDT:
       params["probe"] = functional.split_module(probe)[1]
     return params, {"batch_stats": stats}
 
-  def video_input(self, clips: jax.Array) -> jax.Array:
+  def backbone_input(self, clips: jax.Array) -> jax.Array:
     """The video backbone's input from normalised RGB clips: the clips, or their frame differences."""
     return clip_ops.frame_differences(clips) if self.clip_view.modality == "motion" else clips
 
@@ -208,7 +213,7 @@ class GDT:
     clips = []
     for key, (window, reversed_) in zip(jax.random.split(rng, len(self.transforms)), self.transforms):
       frames = jnp.flip(windows[window], axis=1) if reversed_ else windows[window]
-      clips.append(self.video_input(augment.normalize(clip_ops.augment_clips(key, frames, self.clip_augment))))
+      clips.append(self.backbone_input(augment.normalize(clip_ops.augment_clips(key, frames, self.clip_augment))))
     return jnp.concatenate(clips)
 
   def transformed_spectrograms(self, rng: jax.Array, batch: dict) -> jax.Array:
@@ -271,7 +276,7 @@ class GDT:
 
   def embed(self, params, extra, clips, *, train: bool = False):
     """Video-backbone features of normalised RGB clips [B, T, H, W, 3]."""
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.video_input(clips), train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.backbone_input(clips), train=train)
     return features
 
   def embed_audio(self, params, extra, waveforms, *, train: bool = False):

@@ -160,13 +160,18 @@ class VideoMoCo:
     abstract = nnx.eval_shape(lambda: self._networks(nnx.Rngs(0)))
     self.backbone, self.head, self.generator, self.probe = (functional.split_module(m)[0] for m in abstract)
 
+  def make_backbone(self, rngs: nnx.Rngs) -> nnx.Module:
+    """The video backbone: what evaluation embeds with and what a run exports."""
+    cfg, dtype = self.config.videomoco, models.compute_dtype(self.config.model.dtype)
+    return video_models.make_video_backbone(
+        video_models.VideoBackboneConfig(name=cfg.video_backbone, width_multiplier=cfg.video_width_multiplier, dtype=dtype), rngs
+    )
+
   def _networks(self, rngs: nnx.Rngs):
     """(video backbone, projection head, frame-importance generator, probe)."""
     cfg, model = self.config.videomoco, self.config.model
     dtype = models.compute_dtype(model.dtype)
-    backbone = video_models.make_video_backbone(
-        video_models.VideoBackboneConfig(name=cfg.video_backbone, width_multiplier=cfg.video_width_multiplier, dtype=dtype), rngs
-    )
+    backbone = self.make_backbone(rngs)
     hidden = model.projector_hidden_dim if model.mlp_head else 0
     head = ProjectionHead(
         backbone.num_features, hidden, model.projection_dim, batch_norm=model.get("head_batch_norm", False), dtype=dtype, rngs=rngs
@@ -191,12 +196,12 @@ class VideoMoCo:
 
   # -- inputs and encoders ---------------------------------------------------------------------
 
-  def video_input(self, clips: jax.Array) -> jax.Array:
+  def backbone_input(self, clips: jax.Array) -> jax.Array:
     """The backbone's input from normalised RGB clips: the clips, or their frame differences."""
     return clip_ops.frame_differences(clips) if self.clip_view.modality == "motion" else clips
 
   def _encoder(self, params: dict, stats: dict):
-    """backbone inputs (`video_input`) -> ((features, projection), batch stats) for one (sub-)batch."""
+    """backbone inputs (`backbone_input`) -> ((features, projection), batch stats) for one (sub-)batch."""
 
     def encode(inputs):
       features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], inputs, train=True)
@@ -223,8 +228,8 @@ class VideoMoCo:
     cfg = self.config.videomoco
     query_rng, key_rng, shuffle_rng = jax.random.split(rng, 3)
     normalize = lambda key, frames: augment.normalize(clip_ops.augment_clips(key, frames, self.clip_augment))
-    query_clips = self.video_input(normalize(query_rng, batch["narrow"]))
-    key_clips = self.video_input(normalize(key_rng, batch["broad0"]))
+    query_clips = self.backbone_input(normalize(query_rng, batch["narrow"]))
+    key_clips = self.backbone_input(normalize(key_rng, batch["broad0"]))
     adversarial = jnp.asarray(step) >= cfg.adversarial_start_step
     query_clips, metrics = self.masked_queries(params, query_clips, adversarial)
     (features, projection), stats = dictionaries.apply_in_groups(self._encoder(params, extra["batch_stats"]), query_clips, self.num_groups)
@@ -260,5 +265,5 @@ class VideoMoCo:
 
   def embed(self, params, extra, clips, *, train: bool = False):
     """Video-backbone features of normalised RGB clips [B, T, H, W, 3]."""
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.video_input(clips), train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.backbone_input(clips), train=train)
     return features
