@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl import checkpoint, logs
+from jaxssl import logs
 from jaxssl.data import pipeline, sources
 from jaxssl.data.base import DataSpec
 from jaxssl.errors import UserError
