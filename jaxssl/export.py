@@ -130,7 +130,7 @@ def torch_state_dict(model_config: ml_collections.ConfigDict, params: dict, batc
   """The backbone of `model_config` in PyTorch's names and layouts; refuses what does not map."""
   from jaxssl import models  # pylint: disable=g-import-not-at-top
 
-  params, batch_stats = _to_numpy(params), _to_numpy(batch_stats)
+  params, batch_stats = as_numpy_tree(params), as_numpy_tree(batch_stats)
   name = model_config.backbone
   if name.startswith("resnet"):
     if model_config.width_multiplier != 1.0:
@@ -149,9 +149,11 @@ def torch_state_dict(model_config: ml_collections.ConfigDict, params: dict, batc
   raise UserError(f"config.model.backbone '{name}' has no PyTorch export; export with --format=orbax instead.")
 
 
-def _to_numpy(tree: Any) -> Any:
+def as_numpy_tree(tree: Any) -> Any:
+  """A restored params / statistics tree with NumPy leaves and the int block indices NNX uses
+  (orbax stores them as strings, '0')."""
   if isinstance(tree, dict):
-    return {(int(k) if isinstance(k, str) and k.isdigit() else k): _to_numpy(v) for k, v in tree.items()}
+    return {(int(k) if isinstance(k, str) and k.isdigit() else k): as_numpy_tree(v) for k, v in tree.items()}
   return np.asarray(tree)
 
 

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxssl import checkpoint, inputs, methods, models
+from jaxssl import checkpoint, export, inputs, methods, models
 from jaxssl.data import pipeline, video
 from jaxssl.models import functional
 from jaxssl.transforms import augment
@@ -47,11 +47,8 @@ def _as_config(value: Any) -> Any:
 
 
 def _as_state(tree: Any) -> Any:
-  """A restored params / statistics tree as NNX's state: block indices stored by orbax as strings
-  ('0') back to ints, leaves as device arrays."""
-  if isinstance(tree, dict):
-    return {(int(k) if isinstance(k, str) and k.isdigit() else k): _as_state(v) for k, v in tree.items()}
-  return jnp.asarray(tree)
+  """A restored params / statistics tree as NNX's state (int block indices, device arrays)."""
+  return jax.tree.map(jnp.asarray, export.as_numpy_tree(tree))
 
 
 @dataclasses.dataclass(frozen=True)
