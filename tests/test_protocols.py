@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxssl import checkpoint, models, train
+from jaxssl import checkpoint, models, parallel, train
 from jaxssl.errors import UserError
 from jaxssl.data import sources
 from jaxssl.evaluation import finetune, knn, protocols
@@ -53,14 +53,18 @@ def test_held_out_validation_split_is_stratified_and_disjoint():
   assert np.bincount(labels[validation]).tolist() == [2, 2, 2, 2]
 
 
-@pytest.mark.parametrize("protocol", ["knn", "linear", "finetune", "semisup"])
+@pytest.mark.parametrize("protocol", ["knn", "linear", "linear_augmented", "finetune", "semisup"])
 def test_protocol_runs_on_an_exported_backbone(tmp_path, protocol):
+  resumable = protocol in ("linear_augmented", "finetune", "semisup")  # they checkpoint
   pretraining = helpers.tiny_byol_config()
   _, params, batch_stats = functional.split_module(models.make_backbone(pretraining.model, nnx.Rngs(0)))
   backbone = tmp_path / "run" / "export" / "backbone"
   checkpoint.export_backbone(str(backbone), params, batch_stats, pretraining.to_json_best_effort())
-  config = ml_collections.ConfigDict(protocols_config(protocol))
+  config = ml_collections.ConfigDict(protocols_config(protocol.removesuffix("_augmented")))
   config.backbone = str(tmp_path / "run")
+  if protocol == "linear_augmented":
+    config.linear.mode = "augmented"
+  protocol = config.protocol
   result = train.train_and_evaluate(config, str(tmp_path / "out"))
   with open(tmp_path / "out" / "eval" / f"{protocol}.json") as f:
     assert json.load(f) == json.loads(json.dumps(result))
@@ -75,7 +79,7 @@ def test_protocol_runs_on_an_exported_backbone(tmp_path, protocol):
     for name, fraction in (("10%", 0.1), ("50%", 0.5)):
       saved = np.loadtxt(tmp_path / "out" / "eval" / f"semisup_{name[:-1]}pct_indices.txt", dtype=np.int64)
       assert len(saved) == result["scores"][name]["labelled_examples"] == result["split_sizes"][f"train_{name}"]
-  if protocol in ("finetune", "semisup"):
+  if resumable:
     # A second run finds the finished checkpoints, resumes at their last step and reports the same.
     again = train.train_and_evaluate(config, str(tmp_path / "out"))
     assert again["scores"] == result["scores"]
@@ -208,7 +212,7 @@ def test_a_video_backbone_embeds_as_its_method_does(brave_export):
   assert loaded.input_key == "clip" and loaded.clip_view.modality == "motion"
   clips = np.random.default_rng(0).integers(0, 256, (3, 4, 16, 16, 3), dtype=np.uint8)
   expected = np.asarray(method.embed(params, extra, augment.normalize(clips)))
-  np.testing.assert_allclose(loaded.features(clips, batch_size=2), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(loaded.features(clips, 8, parallel.make_mesh()), expected, rtol=1e-5, atol=1e-5)
   module = export.load_backbone(str(workdir / "export" / "backbone"))
   np.testing.assert_allclose(np.asarray(module(method.backbone_input(augment.normalize(clips)))), expected, rtol=1e-5, atol=1e-5)
   with pytest.raises(UserError, match="video backbone of a brave run.*--format=orbax"):
@@ -223,3 +227,26 @@ def test_finetuning_crops_every_frame_of_a_clip_alike():
     padded = np.pad(clip, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
     crops = [c for i in range(5) for j in range(5) for c in (padded[:, i:i + 6, j:j + 6], padded[:, i:i + 6, j:j + 6][:, :, ::-1])]
     assert any(np.allclose(got, c, atol=1e-6) for c in crops)
+
+
+def test_augmented_grid_on_eight_devices_matches_heads_trained_alone_on_one(tmp_path):
+  """The standard (crop-augmented) linear protocol: the vmapped grid, its batches split over 8
+  devices, gives each sampled setting the head it gets trained alone on one device."""
+  from jaxssl.evaluation import pretrained  # noqa: PLC0415
+
+  config = helpers.tiny_byol_config()
+  _, params, batch_stats = functional.split_module(models.make_backbone(config.model, nnx.Rngs(0)))
+  checkpoint.export_backbone(str(tmp_path / "backbone"), params, batch_stats, config.to_json_best_effort())
+  loaded = pretrained.load(str(tmp_path / "backbone"))
+  rng = np.random.default_rng(0)
+  images, labels = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), np.arange(64) % 4
+  dim = loaded.features(images[:8], 8, parallel.make_mesh()).shape[1]
+  kwargs = dict(mean=np.zeros(dim), std=np.ones(dim), num_classes=4, epochs=2, batch_size=16, padding=2, seed=0, checkpoint_dir=None,
+                checkpoint_every=100, log=lambda _: None)
+  heads, grid = protocols.train_linear_heads_augmented(loaded, images, labels, [0.01, 0.3], [0.0, 1e-2], mesh=parallel.make_mesh(), **kwargs)
+  assert len(grid) == 4 and float(np.abs(heads[0]).max()) > 0
+  for chosen in (1, 2):
+    lr, wd = grid[chosen]
+    alone, _ = protocols.train_linear_heads_augmented(loaded, images, labels, [lr], [wd], mesh=parallel.make_mesh(jax.devices()[:1]), **kwargs)
+    np.testing.assert_allclose(alone[0][0], heads[0][chosen], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(alone[1][0], heads[1][chosen], rtol=1e-4, atol=1e-5)

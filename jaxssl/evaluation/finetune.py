@@ -26,8 +26,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxssl import checkpoint
+from jaxssl import checkpoint, parallel
 from jaxssl.errors import UserError
+from jaxssl.evaluation import evaluator
 from jaxssl.transforms import augment
 
 BATCH_NORM_MODES = ("train", "frozen")
@@ -148,52 +149,76 @@ def batch_order(count: int, batch_size: int, total_steps: int, seed: int) -> np.
   return order.reshape(-1, batch_size)[:total_steps]
 
 
+def sharded_batch_size(requested: int, count: int, mesh: jax.sharding.Mesh) -> int:
+  """The largest batch of at most `requested` and `count` examples that splits over the mesh."""
+  devices = mesh.devices.size
+  batch_size = min(requested, count) // devices * devices
+  if batch_size < devices:
+    raise UserError(f"{count} training examples cannot fill a batch for {devices} devices; use more labelled data or fewer devices.")
+  return batch_size
+
+
+def run_steps(step_fn: Callable, state: dict, images: np.ndarray, labels: np.ndarray, order: np.ndarray, *, seed: int,
+              mesh: jax.sharding.Mesh, checkpoint_dir: str | None, checkpoint_every: int, log: Callable[[str], None], name: str) -> dict:
+  """Runs `step_fn(state, images, labels, rng) -> (state, loss)` over the mini-batches `order`
+  [steps, batch], each split over the devices of `mesh`, the state replicated; checkpoints under
+  `checkpoint_dir` and resumes there, with the same batches and augmentations (from seed and step)."""
+  state = jax.device_put(state, parallel.replicated(mesh))
+  saver = checkpoint.Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
+  if saver is not None and saver.latest_step() is not None:
+    _, state, _ = saver.restore_newest_good(checkpoint.abstract_like(state, jax.tree.map(lambda x: x.sharding, state)))
+    log(f"Resuming {name} from step {int(state['step'])}")
+  # No donation: an asynchronous save may still be reading the previous state.
+  step_fn = jax.jit(step_fn)
+  sharded = parallel.batch_sharded(mesh)
+  rng = jax.random.key(seed)
+  total_steps = len(order)
+  every = max(1, total_steps // 10)
+  for step in range(int(state["step"]), total_steps):
+    batch = [parallel.from_replicated_host_array(np.asarray(x[order[step]]), sharded) for x in (images, labels.astype(np.int32))]
+    state, loss = step_fn(state, *batch, rng)
+    done = step + 1
+    if done % every == 0 or done == total_steps:
+      log(f"  {name} step {done}/{total_steps} loss={float(loss):.4g}")
+    if saver is not None and (done % checkpoint_every == 0 or done == total_steps):
+      saver.save(done, state, {"step": done})
+  if saver is not None:
+    saver.wait()
+    saver.close()
+  return state
+
+
 def finetune(backbone, params: dict, batch_stats: dict, images: np.ndarray, labels: np.ndarray, *, num_classes: int,
-             cfg: ml_collections.ConfigDict, seed: int, checkpoint_dir: str | None = None, log: Callable[[str], None] = print,
-             backbone_input: Callable = _identity) -> tuple[dict, dict]:
-  """Fine-tunes (backbone params, a zero-initialised head) on (images or clips, labels); returns
-  (params {'backbone', 'head'}, batch stats). Resumes from `checkpoint_dir` if it holds a step."""
+             cfg: ml_collections.ConfigDict, seed: int, mesh: jax.sharding.Mesh, checkpoint_dir: str | None = None,
+             log: Callable[[str], None] = print, backbone_input: Callable = _identity) -> tuple[dict, dict]:
+  """Fine-tunes (backbone params, a zero-initialised head) on (images or clips, labels), each batch
+  split over the devices of `mesh`; returns (params {'backbone', 'head'}, batch stats). Resumes
+  from `checkpoint_dir` if it holds a step."""
   if cfg.batch_norm not in BATCH_NORM_MODES:
     raise UserError(f"config.finetune.batch_norm is '{cfg.batch_norm}'; choose one of {BATCH_NORM_MODES}.")
-  batch_size = min(cfg.batch_size, len(images))
+  batch_size = sharded_batch_size(cfg.batch_size, len(images), mesh)
   total_steps = max(1, cfg.epochs * max(1, len(images) // batch_size))
   dim = jax.eval_shape(lambda: backbone(params, batch_stats, backbone_input(jnp.zeros((1,) + images.shape[1:], jnp.float32)), train=False)[0]).shape[-1]
   params = {"backbone": params, "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}}
   tx = make_optimizer(cfg, params, total_steps)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "batch_stats": batch_stats}
-  saver = checkpoint.Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
-  if saver is not None and saver.latest_step() is not None:
-    _, state, _ = saver.restore_newest_good(checkpoint.abstract_like(state, jax.tree.map(lambda x: x.sharding, state)))
-    log(f"Resuming fine-tuning from step {int(state['step'])}")
-  # No donation: an asynchronous save may still be reading the previous state.
-  step_fn = jax.jit(make_train_step(backbone, tx, cfg, backbone_input))
-  order = batch_order(len(images), batch_size, total_steps, seed)
-  rng = jax.random.key(seed)
-  every = max(1, total_steps // 10)
-  for step in range(int(state["step"]), total_steps):
-    state, loss = step_fn(state, jnp.asarray(images[order[step]]), jnp.asarray(labels[order[step]], jnp.int32), rng)
-    done = step + 1
-    if done % every == 0 or done == total_steps:
-      log(f"  fine-tuning step {done}/{total_steps} loss={float(loss):.4g}")
-    if saver is not None and (done % cfg.checkpoint_every == 0 or done == total_steps):
-      saver.save(done, state, {"step": done})
-  if saver is not None:
-    saver.wait()
-    saver.close()
+  state = run_steps(
+      make_train_step(backbone, tx, cfg, backbone_input), state, images, labels, batch_order(len(images), batch_size, total_steps, seed),
+      seed=seed, mesh=mesh, checkpoint_dir=checkpoint_dir, checkpoint_every=cfg.checkpoint_every, log=log, name="fine-tuning",
+  )
   return state["params"], state["batch_stats"]
 
 
 def top1(backbone, params: dict, batch_stats: dict, images: np.ndarray, labels: np.ndarray, batch_size: int,
-         backbone_input: Callable = _identity) -> float:
-  """Top-1 (%) of a fine-tuned (backbone, head) on centred images (or clips), BN in eval mode."""
+         mesh: jax.sharding.Mesh, backbone_input: Callable = _identity) -> float:
+  """Top-1 (%) of a fine-tuned (backbone, head) on centred images (or clips), BN in eval mode,
+  in chunks split over the devices of `mesh`."""
+  def logits(p, stats, x, train):
+    features, _ = backbone(p["backbone"], stats, backbone_input(augment.normalize(x)), train=train)
+    return features.astype(jnp.float32) @ p["head"]["kernel"] + p["head"]["bias"]
 
-  @jax.jit
-  def predict(x):
-    features, _ = backbone(params["backbone"], batch_stats, backbone_input(augment.normalize(augment.to_float_image(x))), train=False)
-    return jnp.argmax(features.astype(jnp.float32) @ params["head"]["kernel"] + params["head"]["bias"], axis=-1)
-
-  predictions = np.concatenate([np.asarray(predict(jnp.asarray(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)])
-  return float(100.0 * np.mean(predictions == np.asarray(labels)))
+  scores = evaluator.FeatureExtractor(None, mesh, batch_size, logits)(params, batch_stats, images)
+  return float(100.0 * np.mean(np.argmax(scores, axis=-1) == np.asarray(labels)))
 
 
 def subset_path(workdir: str, fraction: float) -> str:

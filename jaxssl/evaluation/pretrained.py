@@ -20,6 +20,7 @@ from flax import nnx
 
 from jaxssl import checkpoint, export, inputs, methods, models
 from jaxssl.data import pipeline, video
+from jaxssl.evaluation import evaluator
 from jaxssl.models import functional
 from jaxssl.transforms import augment
 
@@ -73,15 +74,16 @@ class Pretrained:
       return pipeline.load_eval_arrays(source, image_size, max_examples)
     return video.load_clip_eval_arrays(source, self.clip_view, max_examples)
 
-  def features(self, arrays: np.ndarray, batch_size: int) -> np.ndarray:
-    """Frozen features [N, D] of uint8 images or clips, BatchNorm on its running statistics."""
+  def embed(self, params, batch_stats, inputs: jax.Array, *, train: bool = False) -> jax.Array:
+    """Features [B, D] (float32) of normalised images or clips, through `backbone_input`."""
+    features, _ = self.backbone(params, batch_stats, self.backbone_input(inputs), train=train)
+    return features.astype(jnp.float32)
 
-    @jax.jit
-    def embed(x):
-      features, _ = self.backbone(self.params, self.batch_stats, self.backbone_input(augment.normalize(x)), train=False)
-      return features.astype(jnp.float32)
-
-    return np.concatenate([np.asarray(embed(jnp.asarray(arrays[i:i + batch_size]))) for i in range(0, len(arrays), batch_size)])
+  def features(self, arrays: np.ndarray, batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+    """Frozen features [N, D] of uint8 images or clips, BatchNorm on its running statistics, in
+    chunks of `batch_size` split over the devices of `mesh`."""
+    extract = evaluator.FeatureExtractor(None, mesh, batch_size, lambda p, s, x, train: self.embed(p, s, augment.normalize(x), train=train))
+    return extract(self.params, self.batch_stats, arrays)
 
 
 def load(directory: str) -> Pretrained:

@@ -9,9 +9,11 @@ pretraining's unless `config.data.name` says otherwise. Each protocol writes
 
 * `knn`: weighted cosine kNN (Wu et al. 2018) for every k and temperature of the config, from one
   similarity computation.
-* `linear`: the fast linear protocol on frozen, pre-extracted features (standardised with the
-  training split's statistics): SGD with momentum and a cosine schedule for every learning rate x
-  weight decay of the grid, all heads trained in ONE compiled pass (`jax.vmap` over the heads). The
+* `linear`: linear heads on the frozen backbone's features (standardised with the training
+  split's statistics): SGD with momentum and a cosine schedule for every learning rate x weight
+  decay of the grid, all heads trained in ONE compiled pass (`jax.vmap` over the heads). Mode
+  'features' (fast) trains on pre-extracted features of the centred images; mode 'augmented' (the
+  standard protocol) on features of a fresh random crop and flip of every image at every step. The
   best setting is chosen on a validation split held out of the training split (every
   `validation_every`-th example of each class), then reported on the test split.
 * `finetune`: the whole backbone and a new linear head trained on the training split (minus the
@@ -21,7 +23,8 @@ pretraining's unless `config.data.name` says otherwise. Each protocol writes
   a stratified subset drawn with the seed and saved as `eval/semisup_<pct>pct_indices.txt`, or
   read from `config.semisup.subset_files` (one training-split index per line, or one file name
   per line as in the standard ImageNet 1% / 10% lists); test top-1.
-The fine-tuning protocols checkpoint under WORKDIR and resume like pretraining.
+Batches and feature chunks are split over every device, as in pretraining. The fine-tuning
+protocols and the augmented linear probe checkpoint under WORKDIR and resume like pretraining.
 
 A video method's backbone (BraVe, GDT, VideoMoCo) is evaluated on clips of its pretraining's
 narrow view: centred for kNN and the linear probe, randomly cropped and flipped (the same crop in
@@ -39,13 +42,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl import logs
+from jaxssl import logs, parallel
 from jaxssl.data import pipeline, sources
 from jaxssl.data.base import DataSpec
 from jaxssl.errors import UserError
 from jaxssl.evaluation import finetune, knn
 from jaxssl.evaluation.pretrained import Pretrained
 from jaxssl.evaluation.pretrained import load as load_pretrained
+from jaxssl.transforms import augment
 
 PROTOCOLS = ("knn", "linear", "finetune", "semisup")
 
@@ -90,13 +94,41 @@ def held_out_split(labels: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarr
   return np.setdiff1d(np.arange(len(labels)), validation), validation
 
 
-def train_linear_heads(features, labels, learning_rates, weight_decays, *, num_classes: int, epochs: int, batch_size: int, seed: int):
-  """Trains one linear head per (learning rate, weight decay) pair on the same mini-batches.
+def _sgd_head_step(head, momentum, features, labels, learning_rate, weight_decay, fraction_done):
+  """One SGD step of a linear head (w [D, C], b [C]): momentum 0.9, the learning rate on a cosine
+  from `learning_rate` to 0 over the run, weight decay on the weights (not the bias), softmax
+  cross-entropy. Returns (head, momentum, the loss before the step)."""
 
-  SGD, momentum 0.9, cosine decay to 0, weight decay on the weights (not the biases), softmax
-  cross-entropy; `jax.vmap` over the heads, `jax.lax.scan` over the steps: one compilation.
-  Returns (weights [G, D, C], biases [G, C]).
-  """
+  def loss(w, b):
+    logits = features @ w + b
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+  w, b = head
+  value, (gw, gb) = jax.value_and_grad(loss, argnums=(0, 1))(w, b)
+  gw = gw + weight_decay * w
+  rate = learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * fraction_done))
+  mw, mb = 0.9 * momentum[0] + gw, 0.9 * momentum[1] + gb
+  return (w - rate * mw, b - rate * mb), (mw, mb), value
+
+
+# One step of every head of the grid on the same features: vmapped over heads and their settings.
+_grid_step = jax.vmap(_sgd_head_step, in_axes=(0, 0, None, None, 0, 0, None))
+
+
+def _grid(learning_rates, weight_decays) -> tuple[list[tuple[float, float]], jax.Array, jax.Array]:
+  grid = [(lr, wd) for lr in learning_rates for wd in weight_decays]
+  lrs, wds = (jnp.asarray([g[i] for g in grid], jnp.float32) for i in range(2))
+  return grid, lrs, wds
+
+
+def _zero_heads(count: int, dim: int, num_classes: int):
+  return jnp.zeros((count, dim, num_classes)), jnp.zeros((count, num_classes))
+
+
+def train_linear_heads(features, labels, learning_rates, weight_decays, *, num_classes: int, epochs: int, batch_size: int, seed: int):
+  """Trains one linear head per (learning rate, weight decay) pair on the same mini-batches of
+  pre-extracted features (`_sgd_head_step`); `jax.vmap` over the heads, `jax.lax.scan` over the
+  steps: one compilation. Returns ((weights [G, D, C], biases [G, C]), grid)."""
   features = jnp.asarray(features, jnp.float32)
   labels = jnp.asarray(labels, jnp.int32)
   count, dim = features.shape
@@ -104,30 +136,46 @@ def train_linear_heads(features, labels, learning_rates, weight_decays, *, num_c
   total = epochs * steps_per_epoch
   rng = np.random.default_rng(seed)
   order = np.concatenate([rng.permutation(count)[:steps_per_epoch * batch_size] for _ in range(epochs)]).reshape(total, -1)
+  grid, lrs, wds = _grid(learning_rates, weight_decays)
 
-  def train_one(learning_rate, weight_decay):
-    def step(carry, inputs):
-      (w, b), (mw, mb) = carry
-      index, t = inputs
-      x, y = features[index], labels[index]
+  def step(carry, inputs):
+    heads, momenta = carry
+    index, t = inputs
+    heads, momenta, _ = _grid_step(heads, momenta, features[index], labels[index], lrs, wds, t / total)
+    return (heads, momenta), None
 
-      def loss(w, b):
-        logits = x @ w + b
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+  zeros = _zero_heads(len(grid), dim, num_classes)
+  (heads, _), _ = jax.jit(lambda: jax.lax.scan(step, (zeros, zeros), (jnp.asarray(order), jnp.arange(total))))()
+  return heads, grid
 
-      gw, gb = jax.grad(loss, argnums=(0, 1))(w, b)
-      gw = gw + weight_decay * w
-      rate = learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * t / total))
-      mw, mb = 0.9 * mw + gw, 0.9 * mb + gb
-      return ((w - rate * mw, b - rate * mb), (mw, mb)), None
 
-    zeros = (jnp.zeros((dim, num_classes)), jnp.zeros((num_classes,)))
-    ((w, b), _), _ = jax.lax.scan(step, (zeros, zeros), (jnp.asarray(order), jnp.arange(total)))
-    return w, b
+def train_linear_heads_augmented(pretrained: Pretrained, images: np.ndarray, labels: np.ndarray, learning_rates, weight_decays, *,
+                                 mean: np.ndarray, std: np.ndarray, num_classes: int, epochs: int, batch_size: int, padding: int,
+                                 seed: int, mesh: jax.sharding.Mesh, checkpoint_dir: str | None, checkpoint_every: int, log: Callable):
+  """The standard linear protocol: every step a fresh random crop (of the image reflect-padded by
+  `padding`) and flip of each training image, through the frozen backbone (BN on its running
+  statistics), standardised by (`mean`, `std`); then the same head step as `train_linear_heads`
+  for every setting of the grid. Batches are split over the devices of `mesh`; the run
+  checkpoints and resumes like fine-tuning. Returns ((weights [G, D, C], biases [G, C]), grid)."""
+  grid, lrs, wds = _grid(learning_rates, weight_decays)
+  batch_size = finetune.sharded_batch_size(batch_size, len(images), mesh)
+  total = max(1, epochs * max(1, len(images) // batch_size))
+  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
 
-  grid = [(lr, wd) for lr in learning_rates for wd in weight_decays]
-  lrs, wds = (jnp.asarray([g[i] for g in grid], jnp.float32) for i in range(2))
-  return jax.jit(jax.vmap(train_one))(lrs, wds), grid
+  def step(state, batch_images, batch_labels, rng):
+    crops = finetune.random_crop_flip(jax.random.fold_in(rng, state["step"]), batch_images, padding)
+    features = (pretrained.embed(pretrained.params, pretrained.batch_stats, augment.normalize(crops)) - mean) / std
+    features = jax.lax.stop_gradient(features)  # the backbone is frozen
+    heads, momenta, losses = _grid_step(state["heads"], state["momenta"], features, batch_labels, lrs, wds, state["step"] / total)
+    return {"step": state["step"] + 1, "heads": heads, "momenta": momenta}, jnp.min(losses)  # the best head's
+
+  zeros = _zero_heads(len(grid), mean.shape[0], num_classes)
+  state = {"step": jnp.zeros((), jnp.int32), "heads": zeros, "momenta": zeros}
+  state = finetune.run_steps(
+      step, state, images, labels, finetune.batch_order(len(images), batch_size, total, seed), seed=seed, mesh=mesh,
+      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, log=log, name="linear probe",
+  )
+  return state["heads"], grid
 
 
 def heads_top1(heads, features, labels) -> np.ndarray:
@@ -180,7 +228,8 @@ def read_subset(path: str, count: int, training_names: Callable[[], list[str] | 
   return np.unique(np.asarray([position[entry] for entry in entries], np.int64))
 
 
-def _finetune_protocol(config, pretrained: Pretrained, train_arrays: dict, test_arrays: dict, workdir: str, training_names: Callable) -> dict[str, Any]:
+def _finetune_protocol(config, pretrained: Pretrained, train_arrays: dict, test_arrays: dict, workdir: str, training_names: Callable,
+                       mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """Fine-tunes the backbone on the training split (`finetune`) or on label fractions of it
   (`semisup`); returns the result fields (split sizes, scores, best setting and top-1)."""
   backbone, params, batch_stats = pretrained.backbone, pretrained.params, pretrained.batch_stats
@@ -190,9 +239,9 @@ def _finetune_protocol(config, pretrained: Pretrained, train_arrays: dict, test_
   log = lambda message: print(message, flush=True)
   tune = lambda images, labels, checkpoint_dir: finetune.finetune(
       backbone, params, batch_stats, images, labels, num_classes=num_classes, cfg=cfg, seed=config.seed,
-      checkpoint_dir=checkpoint_dir, log=log, backbone_input=pretrained.backbone_input,
+      mesh=mesh, checkpoint_dir=checkpoint_dir, log=log, backbone_input=pretrained.backbone_input,
   )
-  top1 = lambda p, s, images, labels: finetune.top1(backbone, p, s, images, labels, config.batch_size, backbone_input=pretrained.backbone_input)
+  top1 = lambda p, s, images, labels: finetune.top1(backbone, p, s, images, labels, config.batch_size, mesh, backbone_input=pretrained.backbone_input)
   test = lambda p, s: top1(p, s, test_arrays[pretrained.input_key], test_arrays["label"])
   if config.protocol == "finetune":
     fit, validation = held_out_split(labels, cfg.validation_every)
@@ -231,6 +280,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   directory = _backbone_directory(config.backbone)
   pretraining = logs.read_json(os.path.join(directory, "config.json"), {})
   backbone = load_pretrained(directory)
+  mesh = parallel.make_mesh()  # every protocol splits its batches over all devices, as training does
   data = dict(pretraining.get("data", {}))
   data.update({k: v for k, v in config.data.to_dict().items() if v})  # empty or 0: the pretraining's
   spec = DataSpec.from_config(data)
@@ -250,25 +300,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     view = backbone.clip_view
     result["clip"] = {"frames": view.num_frames, "stride": view.stride, "size": view.size, "modality": view.modality}
   if config.protocol in ("knn", "linear"):
-    train_features = backbone.features(train_arrays[backbone.input_key], config.batch_size)
-    test_features = backbone.features(test_arrays[backbone.input_key], config.batch_size)
+    train_features = backbone.features(train_arrays[backbone.input_key], config.batch_size, mesh)
+    test_features = backbone.features(test_arrays[backbone.input_key], config.batch_size, mesh)
 
   if config.protocol == "knn":
     scores = knn_sweep(train_features, train_arrays["label"], test_features, test_arrays["label"], list(config.knn.ks), list(config.knn.temperatures))
     best = max(scores, key=scores.get)
     result.update(split_sizes={"train": len(train_features), "test": len(test_features)}, scores=scores, best_setting=best, best_top1=scores[best])
   elif config.protocol in ("finetune", "semisup"):
-    result.update(_finetune_protocol(config, backbone, train_arrays, test_arrays, workdir, training_names))
+    result.update(_finetune_protocol(config, backbone, train_arrays, test_arrays, workdir, training_names, mesh))
   else:
     cfg = config.linear
     fit, validation = held_out_split(train_arrays["label"], cfg.validation_every)
     mean, std = train_features[fit].mean(0), train_features[fit].std(0) + 1e-6
     standardise = lambda f: (f - mean) / std
     num_classes = int(max(train_arrays["label"].max(), test_arrays["label"].max()) + 1)
-    heads, grid = train_linear_heads(
-        standardise(train_features[fit]), train_arrays["label"][fit], list(cfg.learning_rates), list(cfg.weight_decays),
-        num_classes=num_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=config.seed,
-    )
+    grid_settings = dict(num_classes=num_classes, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=config.seed)
+    if cfg.mode == "features":
+      heads, grid = train_linear_heads(
+          standardise(train_features[fit]), train_arrays["label"][fit], list(cfg.learning_rates), list(cfg.weight_decays), **grid_settings
+      )
+    elif cfg.mode == "augmented":
+      heads, grid = train_linear_heads_augmented(
+          backbone, train_arrays[backbone.input_key][fit], train_arrays["label"][fit], list(cfg.learning_rates), list(cfg.weight_decays),
+          mean=mean, std=std, padding=max(1, cfg.crop_padding), mesh=mesh, checkpoint_dir=os.path.join(workdir, "checkpoints_linear"),
+          checkpoint_every=cfg.checkpoint_every, log=lambda message: print(message, flush=True), **grid_settings,
+      )
+    else:
+      raise UserError(f"config.linear.mode is '{cfg.mode}'; choose 'features' (fast, on pre-extracted features) or 'augmented' (random crops each step).")
     validation_top1 = heads_top1(heads, standardise(train_features[validation]), train_arrays["label"][validation])
     test_top1 = heads_top1(heads, standardise(test_features), test_arrays["label"])
     best = int(np.argmax(validation_top1))
