@@ -61,10 +61,14 @@ def test_brave_notebook(tmp_path, monkeypatch):
   """)
   namespace = run_notebook(
       os.path.join(_ROOT, "notebooks", "brave_audio_visual.ipynb"),
-      f"REPO = {_ROOT!r}\nCONFIG = {config!r}\nOVERRIDES = {{}}\nWORKDIR = {str(tmp_path / 'run')!r}\n",
+      f"REPO = {_ROOT!r}\nCONFIG = {config!r}\nOVERRIDES = {{}}\nWORKDIR = {str(tmp_path / 'run')!r}\n"
+      "EVAL_OVERRIDES = {'max_train_examples': 60, 'max_test_examples': 30}\n"
+      "SEMISUP_FRACTIONS = (0.5,)\nFINETUNE_OVERRIDES = {'finetune.epochs': 1, 'finetune.batch_size': 16}\n",
   )
   assert namespace["summary"]["steps"] == 4
   assert "knn_top1" in namespace["summary"]
+  assert 25 <= namespace["semisup"]["scores"]["50%"]["labelled_examples"] <= 35  # half of each class of 60 clips, rounded
+  assert os.path.exists(tmp_path / "run_knn" / "eval" / "knn.json")
 
 
 @pytest.mark.parametrize("name", ["image_pretraining.ipynb", "brave_audio_visual.ipynb"])
