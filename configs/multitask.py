@@ -2,7 +2,8 @@
 
 Presets (`--config=configs/multitask.py:NAME`; tokens combine, e.g. `quick,harmonize,lasso`):
   (none)     built-in scenes on CPU at 48 px (3 x 3 cells of 16 px for the patches): relative
-             position, colorization and exemplar on one ResNet-18, 1200 steps.
+             position, colorization and exemplar on one ResNet-18, and motion segmentation on
+             frames of the built-in moving shapes beside them, 1200 steps.
   quick      the same, 600 steps.
   harmonize  every task sees grey input (the paper's input harmonisation).
   lasso      each head mixes the trunk's last two blocks with an L1 penalty (the paper's lasso).
@@ -56,13 +57,21 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.projection_dim = 128  # the exemplar classifier's input
 
   c.multitask = ml_collections.ConfigDict()
-  c.multitask.tasks = ["relative_position", "colorization", "exemplar"]
-  c.multitask.weights = ml_collections.ConfigDict(dict(relative_position=1.0, colorization=1.0, exemplar=1.0))
+  c.multitask.tasks = ["relative_position", "colorization", "exemplar", "motion_segmentation"]  # the paper's four
+  c.multitask.weights = ml_collections.ConfigDict(dict(relative_position=1.0, colorization=1.0, exemplar=1.0, motion_segmentation=1.0))
   c.multitask.harmonize = "harmonize" in tokens
   c.multitask.lasso = 1e-3 if "lasso" in tokens else 0.0  # L1 weight on the mixing weights (0: off)
   c.multitask.mixing_blocks = 2  # the last stage's blocks (2 in a ResNet-18), which share a shape
   c.multitask.hidden_dim = 512  # the pair head's fc7 and the exemplar head's hidden layer
   c.multitask.colour_cells = 8  # colour targets on an 8 x 8 grid (stride 6 at 48 px)
+  # Motion segmentation (task 'motion_segmentation', the paper's fourth): frames of this video
+  # dataset beside the images, the later one `motion_gap` frames on (paper: the moving-object
+  # masks of an unsupervised video segmenter; the built-in videos have a static camera, so frame
+  # differences above `motion_threshold` find the moving shape), targets on a grid of cells.
+  c.multitask.motion_data = "builtin:moving_shapes"
+  c.multitask.motion_gap = 2
+  c.multitask.motion_threshold = 0.15  # the built-in videos' sensor noise: std 6 / 255 per frame
+  c.multitask.motion_cells = 8
 
   c.relative_position = ml_collections.ConfigDict()
   c.relative_position.patch_size = 11  # as configs/relative_position.py: 11 px patches in 16 px cells

@@ -7,6 +7,10 @@ evaluation arrays from that declaration (`jaxssl.data.video` for clips).
 
   ClipViews   one narrow clip and K broad views of a video (frames, motion, flow or audio),
               optionally with the narrow clip's own audio; evaluation embeds centred narrow clips.
+  ImagesWithFramePairs
+              the image crops of `config.augment.views`, and with each record two frames of a
+              video from a second dataset (multi-task's motion segmentation); evaluation embeds
+              images.
 """
 
 from __future__ import annotations
@@ -77,3 +81,22 @@ class ClipViews:
   synced_starts: bool = False
   audio_sample_rate: int = 0
   narrow_audio: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagesWithFramePairs:
+  """The image crops of `config.augment.views` and, beside them in each record, two frames `gap`
+  apart of a video of another dataset, centre-cropped and resized to `size` px, as
+  'frame_pair' uint8[2, size, size, 3]: a still and a later frame whose difference shows what in
+  the still moves. Record i takes video i mod V of that dataset's training split, at a start
+  drawn per record, so the pairing follows the image pipeline's order (and its resumption).
+
+  Attributes:
+    video_data: the video dataset's `config.data.name`, e.g. 'builtin:moving_shapes'.
+    size: the frames' height and width in pixels.
+    gap: frames between the still and the later frame.
+  """
+
+  video_data: str
+  size: int
+  gap: int = 2

@@ -278,7 +278,7 @@ def _train_and_evaluate(config, workdir: str, ckpt: checkpoint.Checkpointer, sta
       seed=config.seed,
       per_process_batch_size=per_process_batch,
       view_specs=_host_view_specs(config, method),
-      transform=make_host_transform(method, train_source),
+      transform=make_host_transform(method, train_source, config),
       **views_lib.local_view_settings(config.get("augment")),
       process_index=jax.process_index(),
       process_count=jax.process_count(),
@@ -396,13 +396,16 @@ def _host_view_specs(config, method) -> list[dict]:
   return pipeline.host_view_specs(config.augment.views)
 
 
-def make_host_transform(method, source):
+def make_host_transform(method, source, config=None):
   """The grain transform of the inputs a method declares (`jaxssl.inputs`); None for image crops."""
   request = getattr(method, "host_inputs", None)
   if request is None:
     return None
   if isinstance(request, inputs.ClipViews):
     return video.clip_views_transform(request, source)
+  if isinstance(request, inputs.ImagesWithFramePairs):
+    image_views = views_lib.MultiViewTransform(pipeline.host_view_specs(config.augment.views), **views_lib.local_view_settings(config.get("augment")))
+    return video.frame_pairs_transform(request, image_views)
   raise TypeError(f"{type(method).__name__}.host_inputs is a {type(request).__name__}, which the loop cannot build.")
 
 

@@ -20,7 +20,7 @@ def tiny_config(preset="quick,lasso", **overrides):
   # 24 px: three 8 px cells with 5 px patches; the tiny trunk's small stem keeps a 3 x 3 map.
   return helpers.tiny_config(config, **{
       "data.image_size": 24, "augment.views": [multitask_config.relative_position_config._view(24), multitask_config.exemplar_config._view(24)],
-      "relative_position.patch_size": 5, "multitask.hidden_dim": 16, "model.projection_dim": 8, "multitask.colour_cells": 6,
+      "relative_position.patch_size": 5, "multitask.hidden_dim": 16, "model.projection_dim": 8, "multitask.colour_cells": 6, "multitask.motion_cells": 6,
       "multitask.lasso": 0.01, **overrides,
   })
 
@@ -35,6 +35,7 @@ def setup():
       "view1": rng.integers(0, 256, (16, 24, 24, 3), dtype=np.uint8),
       "label": np.arange(16, dtype=np.int32) % 10,
       "index": np.arange(16, dtype=np.int32) * 2,
+      "frame_pair": rng.integers(0, 256, (16, 2, 24, 24, 3), dtype=np.uint8),
   }
   tx = optim.make_optimizer(config)
   state = jax.jit(lambda rng: train.create_train_state(method, tx, rng))(jax.random.key(0))
@@ -47,9 +48,10 @@ def test_total_is_the_weighted_task_losses_plus_the_lasso(setup):
   (total, aux), grads = jax.jit(jax.value_and_grad(lambda p: method.loss(p, state.extra, batch, jax.random.key(1), 0), has_aux=True))(params)
   m = aux["metrics"]
   weights = config.multitask.weights
-  expected = sum(weights[t] * m[f"{t}_loss"] for t in method.tasks) + 0.01 * 3 * 1.0 + m["probe_loss"]
+  assert len(method.tasks) == 4  # each task's mixing weights have an L1 norm of 1.0
+  expected = sum(weights[t] * m[f"{t}_loss"] for t in method.tasks) + 0.01 * 4 * 1.0 + m["probe_loss"]
   np.testing.assert_allclose(total, expected, rtol=1e-5)
-  np.testing.assert_allclose(m["mixing_l1"], 3.0, rtol=1e-6)
+  np.testing.assert_allclose(m["mixing_l1"], 4.0, rtol=1e-6)
   for task in method.tasks:
     assert float(m[f"{task}_loss"]) > 0
   # The lasso's gradient reaches every mixing weight.
@@ -98,3 +100,32 @@ def test_config_mistakes_name_the_fix():
     methods.make_method(tiny_config(**{"multitask.weights": {"exemplar": 1.0}}), num_train_examples=32)
   with pytest.raises(ValueError, match="Unknown preset"):
     multitask_config.get_config("quick,lassoo")
+
+
+def test_motion_targets_are_the_moving_fraction_of_each_cell():
+  from jaxssl.methods import multitask  # noqa: PLC0415
+
+  still = np.zeros((1, 8, 8, 3), np.float32)
+  later = still.copy()
+  later[0, 1:3, 1:3, 0] = 0.5  # 4 pixels change red by 0.5: all in cell (0, 0) of a 2 x 2 grid
+  later[0, 5, 4:8, 2] = 0.1  # 4 pixels change blue by 0.1, under the threshold: not moving
+  later[0, 6, 6, 1] = -0.3  # one pixel of cell (1, 1) darkens by 0.3
+  targets = np.asarray(multitask.motion_targets(jnp.asarray(still), jnp.asarray(later), 2, 0.15))
+  np.testing.assert_allclose(targets, [[[4 / 16, 0.0], [0.0, 1 / 16]]])
+  with pytest.raises(UserError, match="motion_cells=3 does not divide the 8 px frames"):
+    multitask.motion_targets(jnp.asarray(still), jnp.asarray(later), 3, 0.15)
+
+
+def test_frame_pairs_come_from_video_index_mod_v_gap_frames_apart():
+  from jaxssl.data import views, video  # noqa: PLC0415
+  from jaxssl.inputs import ImagesWithFramePairs  # noqa: PLC0415
+
+  transform = video.frame_pairs_transform(ImagesWithFramePairs("builtin:moving_shapes", size=16, gap=3), views.MultiViewTransform([{"size": 8}]))
+  videos = transform.videos
+  image = np.zeros((12, 12, 3), np.uint8)
+  for index in (5, len(videos) + 5):
+    out = transform.random_map({"image": image, "label": 0, "index": index}, np.random.default_rng(index))
+    assert out["view0"].shape == (8, 8, 3) and out["frame_pair"].shape == (2, 16, 16, 3) and out["index"] == index
+    frames = videos[5]["video"]
+    starts = [t for t in range(len(frames) - 3) if np.array_equal(out["frame_pair"], video.center_view(frames[[t, t + 3]], 16))]
+    assert starts, "the pair is not two frames 3 apart of video 5"

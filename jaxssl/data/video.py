@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from jaxssl.data import views as views_lib
-from jaxssl.inputs import ClipViews, ClipViewSpec
+from jaxssl.inputs import ClipViews, ClipViewSpec, ImagesWithFramePairs
 from jaxssl.data.base import DataError, DataSpec, evenly_spaced_indices
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm')
@@ -180,6 +180,31 @@ def clip_views_transform(request: ClipViews, source: Any) -> ClipViewsTransform:
         f'{request.audio_sample_rate}; set config.audio.sample_rate={rate} (or remove the audio view).'
     )
   return ClipViewsTransform(request.narrow, request.broad, source.fps, rate, request.synced_starts, request.narrow_audio)
+
+
+class FramePairsTransform(grain.transforms.RandomMap):
+  """An image record's crops (`image_transform`) and two frames `gap` apart of video
+  `index mod V` of `videos`, centred at `size` px: 'frame_pair' uint8[2, size, size, 3]."""
+
+  def __init__(self, image_transform: grain.transforms.RandomMap, videos: Any, size: int, gap: int):
+    if len(videos) == 0:
+      raise DataError('The video data for the frame pairs is empty; choose a video dataset with a non-empty training split.')
+    self.image_transform, self.videos, self.size, self.gap = image_transform, videos, int(size), int(gap)
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    out = self.image_transform.random_map(element, rng)
+    video = self.videos[int(element['index']) % len(self.videos)]['video']
+    if len(video) <= self.gap:
+      raise DataError(f'A video of {len(video)} frames has no two frames {self.gap} apart; lower the frame gap or use longer videos.')
+    start = int(rng.integers(0, len(video) - self.gap))
+    out['frame_pair'] = center_view(video[[start, start + self.gap]], self.size)
+    return out
+
+
+def frame_pairs_transform(request: ImagesWithFramePairs, image_transform: grain.transforms.RandomMap) -> FramePairsTransform:
+  """The grain transform of `jaxssl.inputs.ImagesWithFramePairs`: image crops plus frame pairs."""
+  videos = make_video_source({'name': request.video_data}, 'train')
+  return FramePairsTransform(image_transform, videos, request.size, request.gap)
 
 
 def load_clip_eval_arrays(source: Any, spec: ClipViewSpec, max_examples: int | None = None, with_audio: bool = False) -> dict[str, np.ndarray]:
