@@ -7,7 +7,8 @@
 Prints, for the config's batch size:
   - train step: ms/step and images/s after compilation, and where the time goes (device
     augmentation, backbone forward + backward, everything else: heads, loss, optimizer, EMA);
-  - XLA's cost-analysis FLOPs per step and the memory XLA plans for one step;
+  - XLA's cost-analysis FLOPs per step and the memory XLA plans for one step; on a TPU or GPU,
+    model FLOPs utilisation (those FLOPs per second against the device's dense bfloat16 peak);
   - compile: cold (an empty persistent cache) and warm (the same executable from the cache, as a
     second run of the config would load it), and whether the warm compile hit the cache;
   - collectives (with more than one device): the bytes the compiled step moves through
@@ -182,6 +183,7 @@ def measure_step(config, *, steps: int, parts: bool = True, compile_twice: bool 
   result.update(
       devices=jax.device_count(),
       platform=jax.devices()[0].platform,
+      device_kind=jax.devices()[0].device_kind,
       batch_size=config.batch_size,
       step_s=step_seconds,
       images_per_s=config.batch_size / step_seconds,
@@ -217,6 +219,11 @@ def _print_step(result: dict) -> None:
     # The cost analysis is of the per-device (SPMD) program: every device runs it.
     gflops = result["flops_per_step"] / 1e9 * result["devices"]
     print(f"XLA cost analysis: {gflops:.2f} GFLOP/step over all devices, {gflops / step:.1f} GFLOP/s achieved")
+    from jaxssl import environment  # pylint: disable=g-import-not-at-top
+
+    mfu = environment.model_flops_utilisation(result["flops_per_step"], step, result["device_kind"])
+    print(f"model FLOPs utilisation: {100 * mfu:.1f}% of the {result['device_kind']}'s dense bfloat16 peak" if mfu is not None else
+          f"model FLOPs utilisation: no peak known for device kind '{result['device_kind']}' (jaxssl.environment lists TPUs and GPUs)")
   if result["planned_bytes_per_device"] is not None:
     print(f"memory XLA plans per device for one step: {result['planned_bytes_per_device'] / 2**20:.0f} MiB")
   warm = (f"; warm {result['compile_warm_s']:.1f} s of which tracing {result['trace_warm_s']:.1f} s "

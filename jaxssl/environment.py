@@ -87,3 +87,31 @@ def unpinned_packages(pins: dict[str, str], installed: dict[str, str | None]) ->
     if pinned is not None and version != pinned:
       problems.append(f"{name} {version or 'not installed'} (constraints.txt pins {pinned})")
   return problems
+
+
+# Dense bfloat16 peak FLOP/s of one JAX device, from the vendors' data sheets (a TPU v2 or v3 chip
+# is two devices, later TPUs one per chip): the denominator of model FLOPs utilisation. TPU kinds
+# are matched exactly, GPU models as a word of the device kind ('NVIDIA A100-SXM4-40GB').
+_TPU_PEAK_BF16_FLOPS = {
+    "TPU v2": 22.5e12, "TPU v3": 61.5e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
+    "TPU v5": 459e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+}
+_GPU_PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "V100": 125e12, "L4": 121e12, "T4": 65e12}
+
+
+def peak_flops_per_device(device_kind: str) -> float | None:
+  """Dense bfloat16 peak FLOP/s of a device of `device_kind` (`jax.devices()[0].device_kind`),
+  or None for a kind not in the tables (a CPU, an unlisted accelerator)."""
+  if device_kind in _TPU_PEAK_BF16_FLOPS:
+    return _TPU_PEAK_BF16_FLOPS[device_kind]
+  for model in sorted(_GPU_PEAK_BF16_FLOPS, key=len, reverse=True):  # 'H100 PCIe' before 'H100'
+    if re.search(rf"\b{re.escape(model)}\b", device_kind):
+      return _GPU_PEAK_BF16_FLOPS[model]
+  return None
+
+
+def model_flops_utilisation(flops_per_device_step: float, step_seconds: float, device_kind: str) -> float | None:
+  """The fraction of the device's peak the step achieves: XLA's FLOPs of one device's program,
+  per second of step, over `peak_flops_per_device`; None when the peak is not known."""
+  peak = peak_flops_per_device(device_kind)
+  return None if peak is None else flops_per_device_step / step_seconds / peak

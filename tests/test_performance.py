@@ -97,3 +97,17 @@ def test_second_process_compiles_from_the_persistent_cache(tmp_path):
   assert run().stdout.split()[-1] == "0"  # an empty cache: compiled, and written
   assert any(tmp_path.iterdir())
   assert int(run().stdout.split()[-1]) >= 1
+
+
+def test_model_flops_utilisation_uses_the_device_kinds_peak():
+  from jaxssl import environment  # noqa: PLC0415
+
+  assert environment.peak_flops_per_device("TPU v5 lite") == 197e12
+  assert environment.peak_flops_per_device("TPU v5") == 459e12  # v5p, not v5 lite
+  assert environment.peak_flops_per_device("NVIDIA H100 PCIe") == 756e12
+  assert environment.peak_flops_per_device("NVIDIA H100 80GB HBM3") == 989e12
+  assert environment.peak_flops_per_device("NVIDIA A100-SXM4-40GB") == 312e12
+  assert environment.peak_flops_per_device("cpu") is None and environment.peak_flops_per_device("TPU v4 lite") is None
+  # 98.5 TFLOP in a 1 s step on a 197 TFLOP/s device: half its peak.
+  assert environment.model_flops_utilisation(98.5e12, 1.0, "TPU v5 lite") == pytest.approx(0.5)
+  assert environment.model_flops_utilisation(1e12, 1.0, "cpu") is None
