@@ -244,8 +244,8 @@ def test_augmented_grid_on_eight_devices_matches_heads_trained_alone_on_one(tmp_
                 checkpoint_every=100, log=lambda _: None)
   heads, grid = protocols.train_linear_heads_augmented(loaded, images, labels, [0.01, 0.3], [0.0, 1e-2], mesh=parallel.make_mesh(), **kwargs)
   assert len(grid) == 4 and float(np.abs(heads[0]).max()) > 0
-  for chosen in (1, 2):
-    lr, wd = grid[chosen]
-    alone, _ = protocols.train_linear_heads_augmented(loaded, images, labels, [lr], [wd], mesh=parallel.make_mesh(jax.devices()[:1]), **kwargs)
-    np.testing.assert_allclose(alone[0][0], heads[0][chosen], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(alone[1][0], heads[1][chosen], rtol=1e-4, atol=1e-5)
+  chosen = 2  # one sampled setting (each run compiles the frozen backbone's step anew)
+  lr, wd = grid[chosen]
+  alone, _ = protocols.train_linear_heads_augmented(loaded, images, labels, [lr], [wd], mesh=parallel.make_mesh(jax.devices()[:1]), **kwargs)
+  np.testing.assert_allclose(alone[0][0], heads[0][chosen], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(alone[1][0], heads[1][chosen], rtol=1e-4, atol=1e-5)
