@@ -51,6 +51,11 @@ def test_triplet_ranking_loss_by_hand():
   hinges = [max(0.0, distance[a, p] - distance[a, negatives[a]] + 0.5) for a, p in zip(*np.nonzero(positives))]
   loss = ti.triplet_ranking_loss(jnp.asarray(embeddings), jnp.asarray(positives), jnp.asarray(negatives), 0.5)
   np.testing.assert_allclose(loss, np.mean(hinges), rtol=1e-5)
+  # Every negative of each anchor: the hinges of its triplets averaged per positive pair.
+  every = np.ones((4, 4), bool) & ~np.eye(4, dtype=bool) & ~positives
+  per_pair = [np.mean([max(0.0, distance[a, p] - distance[a, n] + 0.5) for n in np.nonzero(every[a])[0]]) for a, p in zip(*np.nonzero(positives))]
+  loss = ti.triplet_ranking_loss(jnp.asarray(embeddings), jnp.asarray(positives), jnp.asarray(every), 0.5)
+  np.testing.assert_allclose(loss, np.mean(per_pair), rtol=1e-5)
 
 
 def test_negatives_are_never_related_nor_the_anchor():

@@ -13,7 +13,8 @@ Transitivity adds the pairs the two kinds imply together: if a and b are neighbo
 another view of b, then a ~ b' (and a' ~ b, a' ~ b' for a view a' of a). `transitive_pairs`
 composes the two edge sets on the graph of the 2B views of the batch. Every positive pair (a, p)
 then enters the paper's triplet ranking loss with a negative n from the views of an image linked
-to neither, drawn at random (`transitive.hard_negative_start_step` >= 0 switches to the hardest
+to neither (`transitive.negatives` 'all': every such view of the batch, the hinges averaged),
+drawn at random (`transitive.hard_negative_start_step` >= 0 switches to the hardest
 such view in the batch from that step, as Wang & Gupta 2015, whose triplet setup the paper
 follows; on the CPU preset it collapsed the embedding, see configs/transitive_invariance.py),
 
@@ -81,15 +82,22 @@ def view_graph(neighbours: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def triplet_ranking_loss(embeddings: jax.Array, positives: jax.Array, negatives: jax.Array, margin: float) -> jax.Array:
-  """mean over positive pairs (a, p) of max(0, D(a, p) - D(a, n_a) + margin), D = 1 - cosine.
+  """mean over positive pairs (a, p) of max(0, D(a, p) - D(a, n) + margin), D = 1 - cosine.
 
   Args:
-    embeddings: [N, D]; positives: [N, N] boolean; negatives: [N] the negative of each anchor.
+    embeddings: [N, D]; positives: [N, N] boolean.
+    negatives: [N], the one negative of each anchor (the paper's triplets); or [N, N] boolean,
+      every negative of each anchor, whose hinges are averaged per positive pair (a triplet
+      for every negative in the batch).
   """
   unit = losses.l2_normalize(embeddings)
   distance = 1.0 - unit @ unit.T
-  negative_distance = jnp.take_along_axis(distance, negatives[:, None], axis=1)  # [N, 1]
-  hinge = jax.nn.relu(distance - negative_distance + margin)
+  if negatives.ndim == 1:
+    hinge = jax.nn.relu(distance - jnp.take_along_axis(distance, negatives[:, None], axis=1) + margin)  # [a, p]
+  else:
+    every = jax.nn.relu(distance[:, :, None] - distance[:, None, :] + margin)  # [a, p, n]
+    count = jnp.maximum(jnp.sum(negatives, axis=1), 1)[:, None]
+    hinge = jnp.sum(jnp.where(negatives[:, None, :], every, 0.0), axis=-1) / count
   return jnp.sum(jnp.where(positives, hinge, 0.0)) / jnp.maximum(jnp.sum(positives), 1)
 
 
@@ -117,6 +125,8 @@ class TransitiveInvariance:
       raise UserError(f"config.transitive.margin must be positive, got {config.transitive.margin}; the paper uses 0.5.")
     if config.batch_size < 3:
       raise UserError(f"config.batch_size={config.batch_size} leaves no negative image; use at least 3 (each image needs a neighbour and an unrelated image).")
+    if config.transitive.negatives not in ("one", "all"):
+      raise UserError(f"config.transitive.negatives is '{config.transitive.negatives}'; choose 'one' (the paper's triplets) or 'all' (every unrelated view in the batch).")
     if len(config.augment.views) != 2:
       raise UserError(f"Transitive invariance compares two views of each image; config.augment.views has {len(config.augment.views)}, give it 2.")
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
@@ -156,7 +166,9 @@ class TransitiveInvariance:
     edges = {"intra": intra, "inter": inter, "transitive": transitive}
     related = intra | inter | transitive
     negatives = sample_negatives(negative_rng, related)
-    if cfg.hard_negative_start_step >= 0:
+    if cfg.negatives == "all":
+      negatives = ~related & ~jnp.eye(len(related), dtype=bool)
+    elif cfg.hard_negative_start_step >= 0:
       # Wang & Gupta (2015), whose triplet setup the paper follows: random negatives first, then
       # the hardest unrelated view in the batch (hard negative mining).
       negatives = jnp.where(step >= cfg.hard_negative_start_step, hardest_negatives(embeddings, related), negatives)
