@@ -1,7 +1,7 @@
 """Re-runs SSL for robustness with and without its auxiliary rotation loss and writes the table.
 
     python experiments/robustness.py                    # the :quick presets, seeds 0, 1 and 2
-    python experiments/robustness.py --scale= --seeds=0 # the default presets (600 steps)
+    python experiments/robustness.py --scale= --seeds=0 # the default presets (1200 steps)
     python experiments/robustness.py --table-only
 
 Hendrycks et al. (2019) claim two gains from the auxiliary rotation loss: accuracy under input
