@@ -1,5 +1,5 @@
-"""Multi-task SSL: the weighted sum of the task losses and the lasso, harmonised input, one step
-on 1 vs 8 devices with the lasso mixing on."""
+"""Multi-task SSL: the weighted sum of the task losses and the lasso, harmonised input, which pass
+moves the BatchNorm statistics, one step on 1 vs 8 devices with the lasso mixing on."""
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +93,29 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
     method.view_specs = saved
 
 
+def test_only_the_statistics_task_moves_the_running_batch_norm_averages(setup):
+  *_, batch = setup
+
+  def new_trunk_stats(tasks, statistics_task):
+    config = tiny_config("quick", **{"multitask.lasso": 0.0, "multitask.tasks": tasks, "multitask.statistics_task": statistics_task})
+    method = methods.make_method(config, num_train_examples=32)
+    params, extra = method.init(jax.random.key(0))
+    _, aux = jax.jit(lambda p: method.loss(p, extra, batch, jax.random.key(1), 0))(params)
+    return aux["batch_stats"]["backbone"]
+
+  alone = new_trunk_stats(["relative_position"], "relative_position")
+  # The exemplar pass joins the loss but leaves the patches' statistics as they were ...
+  kept = new_trunk_stats(["relative_position", "exemplar"], "relative_position")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), alone, kept)
+  # ... while threading the averages through both passes blends in the exemplar images.
+  threaded = new_trunk_stats(["relative_position", "exemplar"], "")
+  differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), alone, threaded))
+  assert max(differences) > 1e-3
+
+
 def test_config_mistakes_name_the_fix():
+  with pytest.raises(UserError, match="config.multitask.statistics_task"):
+    methods.make_method(tiny_config(**{"multitask.tasks": ["relative_position"]}), num_train_examples=32)
   with pytest.raises(UserError, match="config.multitask.tasks"):
     methods.make_method(tiny_config(**{"multitask.tasks": ["jigsaw"]}), num_train_examples=32)
   with pytest.raises(UserError, match="config.multitask.weights"):

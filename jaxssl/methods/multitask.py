@@ -29,6 +29,14 @@ The paper's two remedies for tasks that pull the trunk apart are options:
   shape), and the L1 norm of the mixing weights, times `lasso`, joins the loss, so each task
   picks few layers. With `lasso` 0 every head reads the last block.
 
+Each task's trunk pass normalises with its own batch's statistics, as any training pass does, but
+the passes see different images (11 px patches normalised one by one, grey images, augmented
+whole images, frames of another dataset). Threading the running BatchNorm averages through all of
+them would give evaluation a blend of those four kinds of input while it embeds whole images, so
+only the pass of `multitask.statistics_task` (by default the exemplar task, whose input is the
+whole augmented image that evaluation's is closest to) moves them; '' threads them through every
+pass.
+
 """
 
 from __future__ import annotations
@@ -91,6 +99,8 @@ class MultiTask:
     unknown = [t for t in self.tasks if t not in TASKS]
     if unknown or not self.tasks:
       raise UserError(f"config.multitask.tasks={list(self.tasks)}: name one or more of {TASKS}.")
+    if cfg.statistics_task and cfg.statistics_task not in self.tasks:
+      raise UserError(f"config.multitask.statistics_task={cfg.statistics_task!r} is not among config.multitask.tasks={list(self.tasks)}; name one of them, or '' to let every pass move the BatchNorm statistics.")
     missing = [t for t in self.tasks if t not in cfg.weights]
     if missing:
       raise UserError(f"config.multitask.weights has no weight for {missing}; give every task in config.multitask.tasks one.")
@@ -148,7 +158,7 @@ class MultiTask:
     return to_grey(images) if self.config.multitask.harmonize else images
 
   def _trunk(self, params, stats, images):
-    """(block outputs, new trunk stats): one trunk pass; BN statistics are threaded from pass to pass."""
+    """(block outputs, new trunk stats): one trunk pass in training mode."""
     return self.modules["backbone"](params["backbone"], stats, images, train=True, method="block_outputs", last=self.mixed_blocks)
 
   def _mixing(self, params, task):
@@ -161,8 +171,21 @@ class MultiTask:
     plain = augment.augment_images(plain_rng, batch["view0"], self.view_specs[0])  # [0, 1]
     head_stats = dict(extra["batch_stats"])
     trunk_stats = head_stats.pop("backbone")
+    step_start_stats = trunk_stats
     per_task, metrics = {}, {}
     pooled_for_probe = None
+
+    def trunk(task, images):
+      """One trunk pass for `task`; only the statistics task's pass moves the running BN averages
+      (see the module docstring), unless none is named."""
+      nonlocal trunk_stats
+      if not cfg.statistics_task:
+        blocks, trunk_stats = self._trunk(params, trunk_stats, images)
+        return blocks
+      blocks, stats = self._trunk(params, step_start_stats, images)
+      if task == cfg.statistics_task:
+        trunk_stats = stats
+      return blocks
 
     if "relative_position" in self.tasks:
       rp = self.config.relative_position
@@ -171,7 +194,7 @@ class MultiTask:
       if rp.colour == "drop" and not cfg.harmonize:
         flat = pretext.drop_colour(jax.random.fold_in(patch_rng, 1), flat)
       flat = pretext.normalize_each_tile(flat, min_std=0.02)
-      blocks, trunk_stats = self._trunk(params, trunk_stats, flat)
+      blocks = trunk("relative_position", flat)
       features = mix(blocks, self._mixing(params, "relative_position")).mean(axis=(1, 2))
       batch_size, num_tiles = patches.shape[:2]
       centres, neighbours, labels = pretext.centre_neighbour_pairs(features.reshape(batch_size, num_tiles, -1))
@@ -183,7 +206,7 @@ class MultiTask:
       metrics["relative_position_top1"] = jnp.mean(logits.argmax(-1) == labels)
 
     if "colorization" in self.tasks:
-      blocks, trunk_stats = self._trunk(params, trunk_stats, 2.0 * to_grey(plain) - 1.0)  # colour is the target: always grey
+      blocks = trunk("colorization", 2.0 * to_grey(plain) - 1.0)  # colour is the target: always grey
       feature_map = mix(blocks, self._mixing(params, "colorization"))
       logits, _ = self.modules["colorization_head"](params["colorization_head"], {}, feature_map, train=True)
       cells = self.config.multitask.colour_cells
@@ -193,7 +216,7 @@ class MultiTask:
     if "exemplar" in self.tasks:
       indices = dictionaries.check_indices(batch, "Multi-task's exemplar task")
       augmented = augment.normalize(augment.augment_images(augmented_rng, batch["view1"], self.view_specs[1]))
-      blocks, trunk_stats = self._trunk(params, trunk_stats, self._input(augmented))
+      blocks = trunk("exemplar", self._input(augmented))
       pooled = mix(blocks, self._mixing(params, "exemplar")).mean(axis=(1, 2))
       projection, head_stats["exemplar_head"] = self.modules["exemplar_head"](params["exemplar_head"], head_stats["exemplar_head"], pooled, train=True)
       classifier = params["exemplar_classifier"]
@@ -205,7 +228,7 @@ class MultiTask:
     if "motion_segmentation" in self.tasks:
       frames = augment.to_float_image(batch["frame_pair"])  # [B, 2, S, S, 3] in [0, 1]
       still, later = frames[:, 0], frames[:, 1]
-      blocks, trunk_stats = self._trunk(params, trunk_stats, self._input(augment.normalize(still)))
+      blocks = trunk("motion_segmentation", self._input(augment.normalize(still)))
       logits, _ = self.modules["motion_head"](params["motion_head"], {}, mix(blocks, self._mixing(params, "motion_segmentation")), train=True)
       targets = motion_targets(still, later, cfg.motion_cells, cfg.motion_threshold)
       logits = upsample_to(logits, cfg.motion_cells)[..., 0].astype(jnp.float32)
