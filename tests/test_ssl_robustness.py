@@ -28,6 +28,33 @@ def test_corruptions_grow_with_severity_and_stay_in_range():
     robustness.corrupt(jax.random.key(1), images, "contrast", 6)
 
 
+def test_corruptions_against_their_definitions():
+  images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+  # Pixelate by a half: box-filtering 16 -> 8 -> 16 px leaves each 2 x 2 block its mean.
+  blocks = np.asarray(images).reshape(2, 8, 2, 8, 2, 3).mean(axis=(2, 4))
+  np.testing.assert_allclose(robustness._pixelate(images, 0.5), np.repeat(np.repeat(blocks, 2, 1), 2, 2), atol=1e-6)
+  # A box resize to a size that does not divide: rows are convex weights over the input.
+  matrix = robustness.box_resize_matrix(16, 15)
+  np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-6)
+  assert (matrix >= 0).all()
+  # Defocus: the kernel sums to 1; radius 1 spreads a point over the centre and its 4 neighbours.
+  kernel = robustness.defocus_kernel(1.0, 0.2)
+  np.testing.assert_allclose(kernel.sum(), 1.0, atol=1e-6)
+  np.testing.assert_allclose([kernel[8, 8], kernel[8, 9], kernel[7, 8]], 0.2, atol=1e-3)
+  assert kernel[9, 9] < 1e-3
+  constant = jnp.full((1, 16, 16, 3), 0.4)
+  np.testing.assert_allclose(robustness._filter(constant, kernel), constant, atol=1e-6)
+  # A zoom of 1 is the identity; shot noise keeps the mean.
+  np.testing.assert_allclose(robustness._zoom(images, 1.0), images, atol=1e-6)
+  noisy = robustness.corrupt(jax.random.key(2), jnp.full((8, 16, 16, 3), 0.5), "shot_noise", 5)
+  assert abs(float(noisy.mean()) - 0.5) < 0.01 and float(noisy.std()) > 0.05
+  # The fog layer spans [0, 1] and needs a power-of-2 size.
+  layer = robustness.plasma_fractal(jax.random.key(3), 16, 2.0)
+  assert float(layer.min()) == 0.0 and float(layer.max()) == 1.0
+  with pytest.raises(ValueError, match="power-of-2"):
+    robustness.plasma_fractal(jax.random.key(3), 24, 2.0)
+
+
 def test_auroc_by_hand():
   assert robustness.auroc(np.array([0.1, 0.2]), np.array([0.3, 0.4])) == 100.0
   assert robustness.auroc(np.array([0.3, 0.4]), np.array([0.1, 0.2])) == 0.0
