@@ -76,6 +76,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.context_encoder.decoder_min_width = 8
   c.context_encoder.discriminator_width = 16  # official (DCGAN): 64
   c.context_encoder.discriminator_learning_rate_ratio = 0.1  # official: D at 2e-4 when G at 2e-3
+  # The backbone's running BN averages (used only by evaluation, which embeds whole images) come
+  # from an extra forward pass over the unmasked images; False keeps the paper's averages over
+  # the masked inputs. Training is the same either way.
+  c.context_encoder.statistics_from_whole_images = True
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # official: Adam

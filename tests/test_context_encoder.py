@@ -10,6 +10,7 @@ from configs import context_encoder as context_encoder_config
 from jaxssl import methods, optim, parallel, train
 from jaxssl.errors import UserError
 from jaxssl.methods import context_encoder
+from jaxssl.methods.common import view_images
 from jaxssl.transforms import augment, pretext
 from tests import helpers
 
@@ -133,6 +134,27 @@ def test_one_step_moves_the_players_in_opposite_directions_on_the_adversarial_te
   assert float(adversarial(discriminator_moved)) > before
   assert float(adversarial(inpainter_moved)) < before
 
+
+
+def test_running_batch_norm_averages_come_from_the_whole_images(setup):
+  """Evaluation embeds whole images, so the backbone's running averages are those of a pass over
+  the unmasked views, not of the masked inputs the inpainter sees (the switch restores those)."""
+  _, method, _, state, batch = setup
+  rng = jax.random.key(3)
+
+  @jax.jit
+  def new_stats_and_views(params, extra):
+    view_rng, _ = jax.random.split(rng)
+    (images,) = view_images(view_rng, (batch["view0"],), method.view_specs[:1])
+    new_stats = method.loss(params, extra, batch, rng, 0)[1]["batch_stats"]["backbone"]
+    return new_stats, method.whole_image_statistics(params, extra, images)
+
+  new_stats, whole = new_stats_and_views(state.params, state.extra)
+  helpers.assert_trees_close(new_stats, whole, 1e-6)
+  masked_method = methods.make_method(tiny_config(**{"context_encoder.statistics_from_whole_images": False}), num_classes=10)
+  masked = jax.jit(lambda p, e: masked_method.loss(p, e, batch, rng, 0)[1]["batch_stats"]["backbone"])(state.params, state.extra)
+  differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), masked, whole))
+  assert max(differences) > 1e-3
 
 
 def test_one_step_same_on_1_and_8_devices_float64(setup):

@@ -182,6 +182,15 @@ class ContextEncoder:
     predicted, decoder_stats = self.decoder(params["decoder"], stats["decoder"], bottleneck, train=train)
     return predicted.astype(jnp.float32), feature_map.mean(axis=(1, 2)), {"backbone": backbone_stats, "decoder": decoder_stats}
 
+  def whole_image_statistics(self, params, extra, images: jax.Array) -> dict:
+    """The backbone's running BatchNorm averages moved by a forward pass over the whole images.
+
+    Training normalises each batch with its own statistics, so the running averages serve only
+    evaluation, which embeds whole images: gathered on images with a mean-filled hole they
+    describe another input. This pass's output is discarded, so no gradient flows through it."""
+    _, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], jax.lax.stop_gradient(images), train=True, method="feature_map")
+    return stats
+
   def loss(self, params, extra, batch, rng, step):
     del step
     cfg = self.config.context_encoder
@@ -189,6 +198,8 @@ class ContextEncoder:
     (images,) = view_images(view_rng, (batch["view0"],), self.view_specs[:1])
     mask = self.masks(mask_rng, images.shape[0])
     predicted, features, stats = self.inpaint(params, extra["batch_stats"], images, mask, train=True)
+    if cfg.statistics_from_whole_images:
+      stats["backbone"] = self.whole_image_statistics(params, extra, images)
     reconstruction = reconstruction_loss(predicted, images, mask, cfg.overlap, cfg.overlap_weight)
     composite = images * (1.0 - mask) + predicted * mask
     # One discriminator pass over real and inpainted images together: one set of BN statistics.
