@@ -94,7 +94,7 @@ PRESETS = (
     Preset("configs/colorization.py:quick,larsson", "on builtin:scenes, Larsson et al.'s hue/chroma head"),
     Preset("configs/context_encoder.py:quick", "on builtin:scenes, random-region holes"),
     Preset("configs/transitive_invariance.py:quick", "on builtin:scenes"),
-    Preset("configs/multitask.py:quick", "on builtin:scenes, 48 px: relative position, colorization, exemplar; motion segmentation on the moving shapes"),
+    Preset("configs/multitask.py:quick", "on builtin:scenes, 48 px: relative position and exemplar (the default adds colorization and motion segmentation)"),
 )
 IMAGE_METHODS = ("simclr", "moco", "moco_v3", "npid", "swav", "dino", "barlow_twins", "simsiam", "vicreg", "byol")
 HELD_OUT = tuple(Preset(f"configs/{method}.py", data=HELD_OUT_DATA) for method in IMAGE_METHODS)

@@ -15,7 +15,7 @@ from tests import helpers
 IDENTITY = augment.AugmentSpec(brightness=0, contrast=0, saturation=0, hue=0, jitter_prob=0, grayscale_prob=0, blur_prob=0, solarize_prob=0)
 
 
-def tiny_config(preset="quick,lasso", **overrides):
+def tiny_config(preset="lasso", **overrides):
   config = multitask_config.get_config(preset)
   # 24 px: three 8 px cells with 5 px patches; the tiny trunk's small stem keeps a 3 x 3 map.
   return helpers.tiny_config(config, **{
@@ -59,7 +59,7 @@ def test_total_is_the_weighted_task_losses_plus_the_lasso(setup):
 
 
 def test_harmonised_features_ignore_colour():
-  config = tiny_config("quick,harmonize", **{"multitask.lasso": 0.0})
+  config = tiny_config("harmonize", **{"multitask.lasso": 0.0})
   method = methods.make_method(config, num_train_examples=32)
   assert "mixing" not in jax.eval_shape(method.init, jax.random.key(0))[0]
   params, extra = method.init(jax.random.key(0))
@@ -97,7 +97,7 @@ def test_only_the_statistics_task_moves_the_running_batch_norm_averages(setup):
   *_, batch = setup
 
   def new_trunk_stats(tasks, statistics_task):
-    config = tiny_config("quick", **{"multitask.lasso": 0.0, "multitask.tasks": tasks, "multitask.statistics_task": statistics_task})
+    config = tiny_config("", **{"multitask.lasso": 0.0, "multitask.tasks": tasks, "multitask.statistics_task": statistics_task})
     method = methods.make_method(config, num_train_examples=32)
     params, extra = method.init(jax.random.key(0))
     _, aux = jax.jit(lambda p: method.loss(p, extra, batch, jax.random.key(1), 0))(params)
