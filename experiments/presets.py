@@ -92,7 +92,7 @@ PRESETS = (
     Preset("configs/exemplar.py:quick", "on builtin:scenes, 1280 exemplars"),
     Preset("configs/colorization.py:quick", "on builtin:scenes"),
     Preset("configs/colorization.py:quick,larsson", "on builtin:scenes, Larsson et al.'s hue/chroma head"),
-    Preset("configs/context_encoder.py:quick", "on builtin:scenes, random-region holes"),
+    Preset("configs/context_encoder.py:quick", "on builtin:scenes, the central hole"),
     Preset("configs/transitive_invariance.py:quick", "on builtin:scenes"),
     Preset("configs/multitask.py:quick", "on builtin:scenes, 48 px: relative position and exemplar (the default adds colorization and motion segmentation)"),
 )
