@@ -61,6 +61,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.colorization.rebalance_mix = 0.5  # paper: lambda = 0.5
   c.colorization.annealed_temperature = 0.38  # paper: T = 0.38
   c.colorization.target_cells = 8  # ab targets on an 8 x 8 grid: stride 4 at 32 px, as the official stride
+  # 1: the head reads the last stage only (Zhang's fully convolutional net); more: a hypercolumn of
+  # the last N blocks' outputs resized to the target grid, as Larsson et al.'s head reads.
+  c.colorization.hypercolumn_blocks = 1
+  c.colorization.head_hidden = 0  # hidden 1x1 layer of the hypercolumn head (Larsson's code: 1024); 0: none
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone = "resnet18"

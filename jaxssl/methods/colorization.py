@@ -22,6 +22,12 @@ so evaluation sees what training saw. The head is a 1x1 convolution on the last 
 map, upsampled to the target grid (the paper's network is fully convolutional to stride 4).
 Decoding (the sample grid in plots/) is the annealed mean (T 0.38).
 
+A small CPU network's last stage is too coarse for that (2 x 2 cells at 32 px), so the head can
+read a hypercolumn instead, as Larsson et al.'s does: the outputs of the last
+`colorization.hypercolumn_blocks` residual blocks, each resized (bilinearly) to the target grid
+and concatenated, through a hidden 1x1 layer of `colorization.head_hidden` units (their code:
+1024) before the output layer. The pooled features that evaluation uses stay the last stage's.
+
 `colorization.head = 'larsson'` is the head of Larsson, Maire and Shakhnarovich (2017,
 "Colorization as a Proxy Task for Visual Understanding"): the input is grey (the mean of RGB, as
 their code), and each target cell gets two 32-bin histograms, of hue (HSV's H, circular) and of
@@ -109,6 +115,13 @@ def larsson_decode(logits: jax.Array, grey: jax.Array) -> jax.Array:
   return jnp.clip(coloured - coloured.mean(axis=-1, keepdims=True) + grey[..., None], 0.0, 1.0)
 
 
+def hypercolumn_at(feature_map: jax.Array, cells: int) -> jax.Array:
+  """A block's output [B, h, w, C] resized bilinearly to the target grid [B, cells, cells, C]
+  (antialiased when it shrinks, so each cell averages the positions it covers)."""
+  batch, _, _, channels = feature_map.shape
+  return jax.image.resize(feature_map, (batch, cells, cells, channels), method="linear", antialias=True)
+
+
 def lightness_input(rgb: jax.Array) -> jax.Array:
   """RGB in [0, 1] -> the network's input: (L - 50) / 50 on three channels."""
   lightness = (colour.srgb_to_lab(rgb)[..., :1] - 50.0) / 50.0
@@ -156,7 +169,23 @@ class Colorization:
 
   def _networks(self, rngs: nnx.Rngs) -> tuple[nnx.Module, ...]:
     backbone = models.make_backbone(self.config.model, rngs)
-    colour_head = nnx.Conv(backbone.num_features, self.num_outputs, kernel_size=(1, 1), rngs=rngs)
+    cfg = self.config.colorization
+    hypercolumn_blocks, hidden = cfg.get("hypercolumn_blocks", 1), cfg.get("head_hidden", 0)
+    widths = [backbone.num_features]
+    if hypercolumn_blocks > 1:
+      if not hasattr(backbone, "block_widths"):
+        raise UserError(f"config.colorization.hypercolumn_blocks > 1 needs a ResNet backbone, not '{self.config.model.backbone}'; set it to 1.")
+      if hypercolumn_blocks > len(backbone.block_widths):
+        raise UserError(
+            f"config.colorization.hypercolumn_blocks is {hypercolumn_blocks} but the backbone has {len(backbone.block_widths)} blocks; use at most that many."
+        )
+      widths = backbone.block_widths[-hypercolumn_blocks:]
+    if hidden:
+      colour_head = nnx.Sequential(
+          nnx.Conv(sum(widths), hidden, kernel_size=(1, 1), rngs=rngs), nnx.relu, nnx.Conv(hidden, self.num_outputs, kernel_size=(1, 1), rngs=rngs)
+      )
+    else:
+      colour_head = nnx.Conv(sum(widths), self.num_outputs, kernel_size=(1, 1), rngs=rngs)
     probe = nnx.Linear(backbone.num_features, max(self.num_classes, 1), rngs=rngs)
     return backbone, colour_head, probe
 
@@ -175,11 +204,19 @@ class Colorization:
   def predict(self, params, extra, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict]:
     """(logits [B, cells, cells, Q] on the target grid, pooled features, new batch stats)."""
     cfg = self.config.colorization
-    feature_map, stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.network_input(rgb), train=train, method="feature_map")
-    logits, _ = self.colour_head(params["colour_head"], {}, feature_map, train=train)
     cells = cfg.target_cells
-    scale = (cells // logits.shape[1], cells // logits.shape[2])
-    logits = jnp.repeat(jnp.repeat(logits, scale[0], axis=1), scale[1], axis=2)  # nearest upsampling
+    backbone_params, backbone_stats, grey = params["backbone"], extra["batch_stats"]["backbone"], self.network_input(rgb)
+    hypercolumn_blocks = cfg.get("hypercolumn_blocks", 1)
+    if hypercolumn_blocks == 1:
+      feature_map, stats = self.backbone(backbone_params, backbone_stats, grey, train=train, method="feature_map")
+      logits, _ = self.colour_head(params["colour_head"], {}, feature_map, train=train)
+      scale = (cells // logits.shape[1], cells // logits.shape[2])
+      logits = jnp.repeat(jnp.repeat(logits, scale[0], axis=1), scale[1], axis=2)  # nearest upsampling
+    else:
+      blocks, stats = self.backbone(backbone_params, backbone_stats, grey, train=train, method="block_outputs", last=hypercolumn_blocks)
+      feature_map = blocks[-1]
+      hypercolumn = jnp.concatenate([hypercolumn_at(block, cells) for block in blocks], axis=-1)
+      logits, _ = self.colour_head(params["colour_head"], {}, hypercolumn, train=train)
     return logits, feature_map.mean(axis=(1, 2)), stats
 
   def loss(self, params, extra, batch, rng, step):

@@ -133,7 +133,7 @@ class ResNet(nnx.Module):
     stem_kernel, stem_stride, self.stem_max_pool = STEMS[config.stem]
     self.stem_conv = _conv(3, base, stem_kernel, stem_stride, config.dtype, rngs)
     self.stem_bn = _batch_norm(base, config.dtype, rngs)
-    blocks = []
+    blocks, block_widths = [], []
     in_features = base
     for stage, num_blocks in enumerate(stage_sizes):
       width = base * 2**stage
@@ -141,7 +141,9 @@ class ResNet(nnx.Module):
         stride = 2 if stage > 0 and index == 0 else 1
         blocks.append(block_cls(in_features, width, stride, config.dtype, rngs, config.zero_init_residual))
         in_features = width * block_cls.expansion
+        block_widths.append(in_features)
     self.blocks = nnx.List(blocks)
+    self.block_widths = tuple(block_widths)  # channels of each block's output, in order
     self.num_features = in_features
 
   def stem(self, images: jax.Array) -> jax.Array:
