@@ -4,8 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxssl import methods, optim, train
+from jaxssl import methods, models, optim, train
+from jaxssl.errors import UserError
 from jaxssl.methods import colorization
 from jaxssl.transforms import augment, colour
 from tests import helpers
@@ -172,3 +174,36 @@ def test_larsson_preset_trains_one_step_on_grey_input():
   assert columns["colorized"].shape == (2, 16, 16, 3)
   with pytest.raises(ValueError, match="config.colorization.head"):
     methods.make_method(helpers.tiny_config(colorization_config.get_config("quick"), **{"colorization.head": "histogram"}))
+
+
+def test_hypercolumn_resizing_by_hand():
+  """A coarse block is upsampled bilinearly (half-pixel centres, edges clamped) and a fine one
+  averaged with the antialiasing triangle kernel, onto the target grid."""
+  a, b = 1.0, 5.0
+  coarse = jnp.asarray([[a, b], [a, b]], jnp.float32)[None, :, :, None]  # [1, 2, 2, 1]
+  up = np.asarray(colorization.hypercolumn_at(coarse, 4))[0, 0, :, 0]
+  np.testing.assert_allclose(up, [a, 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b, b], rtol=1e-6)
+  row = jnp.asarray([1.0, 2.0, 4.0, 8.0], jnp.float32)
+  fine = jnp.tile(row[None, :], (4, 1))[None, :, :, None]  # [1, 4, 4, 1]
+  down = np.asarray(colorization.hypercolumn_at(fine, 2))[0, 0, :, 0]
+  # Output 0 sits at input coordinate 0.5: weights 1 - |d| / 2 = 0.75, 0.75, 0.25, 0 (normalised).
+  np.testing.assert_allclose(down, [(0.75 * 1 + 0.75 * 2 + 0.25 * 4) / 1.75, (0.25 * 2 + 0.75 * 4 + 0.75 * 8) / 1.75], rtol=1e-6)
+
+
+def test_hypercolumn_head_reads_the_last_blocks():
+  """The head's first layer takes the last N blocks' channels; logits land on the target grid."""
+  config = helpers.tiny_config(
+      colorization_config.get_config("quick"),
+      **{"colorization.target_cells": 4, "colorization.hypercolumn_blocks": 3, "colorization.head_hidden": 8, "data.name": "builtin:scenes"},
+  )
+  method = methods.make_method(config, num_classes=0)
+  params, extra = method.init(jax.random.key(0))
+  widths = models.make_backbone(config.model, nnx.Rngs(0)).block_widths
+  assert params["colour_head"]["layers"][0]["kernel"].shape == (1, 1, sum(widths[-3:]), 8)
+  rgb = jax.random.uniform(jax.random.key(1), (2, config.data.image_size, config.data.image_size, 3))
+  logits, features, _ = method.predict(params, extra, rgb, train=False)
+  assert logits.shape == (2, 4, 4, len(method.bins))
+  assert features.shape == (2, widths[-1])
+  too_many = helpers.tiny_config(colorization_config.get_config("quick"), **{"colorization.hypercolumn_blocks": 99})
+  with pytest.raises(UserError, match="hypercolumn_blocks is 99"):
+    methods.make_method(too_many, num_classes=0)
