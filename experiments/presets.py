@@ -316,12 +316,26 @@ def read_rows(results_dir: pathlib.Path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _split_only(only: str, names: set[str]) -> list[str]:
+  """`only`'s comma-separated entries, where a preset whose own name holds commas (e.g.
+  `configs/colorization.py:quick,larsson`) stays one entry: the longest run of pieces that names a
+  preset wins."""
+  pieces = [w.strip() for w in only.split(",") if w.strip()]
+  known = names | {n.removeprefix("configs/") for n in names}
+  entries, start = [], 0
+  while start < len(pieces):
+    end = next((e for e in range(len(pieces), start + 1, -1) if ",".join(pieces[start:e]) in known), start + 1)
+    entries.append(",".join(pieces[start:end]))
+    start = end
+  return entries
+
+
 def select(only: str) -> list[Preset]:
   """Presets named (or prefixed) in `only`, or whole tables by name ('presets', 'held-out')."""
   everything = [p for presets in TABLES.values() for p in presets]
   if not only:
     return everything
-  wanted = [w.strip() for w in only.split(",") if w.strip()]
+  wanted = _split_only(only, {p.name for p in everything})
   chosen = [
       p for p in everything
       if any(p.name == w or p.name == f"configs/{w}" or p.name.removeprefix("configs/").startswith(w) or p in TABLES.get(w, ()) for w in wanted)

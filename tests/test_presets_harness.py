@@ -203,3 +203,8 @@ def test_robustness_table_pairs_runs_with_and_without_the_auxiliary_loss():
   assert seed_lines[0].endswith("| 72.0 / 71.0 | 83.0 / 74.0 | yes |")
   assert seed_lines[1].endswith("| 70.0 / 71.0 | 83.0 / 74.0 | no |")
   assert "wins on corruptions and OOD detection for 1 of 2 seeds" in table
+
+
+def test_only_keeps_a_preset_whose_name_holds_a_comma(harness):
+  chosen = [p.name for p in harness.select("configs/colorization.py:quick,larsson,multitask.py:quick")]
+  assert chosen == ["configs/colorization.py:quick,larsson", "configs/multitask.py:quick"]
