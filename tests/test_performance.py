@@ -2,6 +2,7 @@
 collectives on 8 simulated devices, the HLO reading behind that figure, and the persistent
 compilation cache every entry point uses."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -14,7 +15,6 @@ import pytest
 from jaxssl import methods, optim, parallel, train
 from tests import helpers  # also puts the repository root on sys.path for `configs`
 
-from configs import simclr as simclr_config  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Width 16 in the first stage: at width 4 the BatchNorm statistics (2 x C per layer) are a tenth of
@@ -67,14 +67,15 @@ def _collectives_over_gradients(config) -> float:
   return sum(parallel.collective_bytes(compiled.as_text()).values()) / gradient_bytes
 
 
-def test_one_pass_data_parallel_step_reduces_the_gradients_about_once(optimizing_compiler):
-  """SimCLR runs its backbone once over both views, so each weight's gradient is one all-reduce.
-
-  Methods that run the backbone once per view (BYOL, as its reference does) or per resolution
-  (multi-crop) all-reduce each pass's partial gradient on its own on XLA's CPU backend: about
-  2 x the gradients' bytes, which `experiments/benchmark.py` reports for any config.
+@pytest.mark.parametrize("name", ["simclr", "byol", "moco_v3", "barlow_twins"])
+def test_data_parallel_step_reduces_the_gradients_about_once(optimizing_compiler, name):
+  """Each weight's gradient is all-reduced once: SimCLR runs its backbone once over both views,
+  and the methods with per-view BatchNorm statistics (BYOL, MoCo v3, Barlow Twins) run one pass
+  over the interleaved views (`models.normalization`). One pass per view would all-reduce each
+  pass's partial gradient on its own on XLA's CPU backend, about 2 x the gradients' bytes.
   """
-  ratio = _collectives_over_gradients(helpers.tiny_config(simclr_config.get_config(), **_NETWORK))
+  config = helpers.tiny_config(importlib.import_module(f"configs.{name}").get_config(), **_NETWORK)
+  ratio = _collectives_over_gradients(config)
   # At least once (the replicas must agree) and at most 10% more (BatchNorm statistics, the
   # gathered embeddings); a second all-reduce of any weight's gradient breaks the bound.
   assert 1.0 <= ratio <= 1.1, f"collectives move {ratio:.2f} x the gradients' bytes"

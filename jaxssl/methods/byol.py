@@ -26,7 +26,7 @@ from jaxssl import losses, models, schedules
 from jaxssl.transforms import augment
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
-from jaxssl.models import functional
+from jaxssl.models import functional, normalization
 from jaxssl.models.heads import MLPHead
 
 _TARGET_PARTS = ("backbone", "projector")
@@ -83,20 +83,20 @@ class BYOL:
       extra["projection_correlation"] = jnp.zeros((dim, dim), jnp.float32)
     return params, extra
 
-  def _embed_and_project(self, params, stats, images, train):
-    features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], images, train=train)
-    projection, projector_stats = self.projector(params["projector"], stats["projector"], features, train=train)
+  def _embed_and_project(self, params, stats, images, train, views=1):
+    features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], images, train=train, views=views)
+    projection, projector_stats = self.projector(params["projector"], stats["projector"], features, train=train, views=views)
     return features, projection, {"backbone": backbone_stats, "projector": projector_stats}
 
   def _predict(self, params, stats, extra, projections):
     """The online predictions of both views; `stats` (the encoder's and projector's new batch
     statistics) gains the predictor's, and the third result is DirectPred's new state."""
     if self.predictor_kind == "learned":
-      predictions, predictor_stats = [], extra["batch_stats"]["predictor"]
-      for projection in projections:
-        prediction, predictor_stats = self.predictor(params["predictor"], predictor_stats, projection, train=True)
-        predictions.append(prediction)
-      return predictions, {**stats, "predictor": predictor_stats}, {}
+      interleaved, predictor_stats = self.predictor(
+          params["predictor"], extra["batch_stats"]["predictor"], normalization.interleave(projections),
+          train=True, views=len(projections),
+      )
+      return normalization.deinterleave(interleaved, len(projections)), {**stats, "predictor": predictor_stats}, {}
     # As in DirectPred's BYOL: the correlation of the online projections of both views.
     predictor, correlation = losses.running_direct_predictor(
         extra["projection_correlation"], projections, self.direct_rho, self.direct_eps
@@ -106,15 +106,14 @@ class BYOL:
   def loss(self, params, extra, batch, rng, step):
     del step
     views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
-    stats, target_stats = extra["batch_stats"], extra["target_batch_stats"]
-    features, online_projections, projections = [], [], []
-    for images in views:
-      # Each view gets its own forward pass (and so its own BN batch statistics), as in the paper.
-      view_features, projection, stats = self._embed_and_project(params, stats, images, train=True)
-      _, target_projection, target_stats = self._embed_and_project(extra["target_params"], target_stats, images, train=True)
-      features.append(view_features)
-      online_projections.append(projection)
-      projections.append(target_projection)
+    # Each view gets its own BN batch statistics, as in the paper's one pass per view; one pass
+    # over the interleaved views gives each weight one gradient (`models.normalization`).
+    images, num_views = normalization.interleave(views), len(views)
+    features, online, stats = self._embed_and_project(params, extra["batch_stats"], images, True, num_views)
+    _, target, target_stats = self._embed_and_project(extra["target_params"], extra["target_batch_stats"], images, True, num_views)
+    features = normalization.deinterleave(features, num_views)
+    online_projections = normalization.deinterleave(online, num_views)
+    projections = normalization.deinterleave(target, num_views)
     predictions, stats, predictor_state = self._predict(params, stats, extra, online_projections)
     loss = losses.byol_loss(tuple(predictions), tuple(projections))
     metrics = {"byol_loss": loss, "embedding_std": embedding_std(online_projections[0])}

@@ -46,6 +46,7 @@ from jaxssl.methods.base import Player, TrainState
 from jaxssl.methods.common import linear_probe_loss, view_images
 from jaxssl.models import functional
 from jaxssl.transforms import augment, pretext
+from jaxssl.models.normalization import batch_norm
 
 DISCRIMINATOR = "discriminator"
 
@@ -78,7 +79,7 @@ class Decoder(nnx.Module):
         nnx.ConvTranspose(w_in, w_out, kernel_size=(4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
         for w_in, w_out in zip(widths[:-1], widths[1:])
     ])
-    self.norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs) for w in widths[1:]])
+    self.norms = nnx.List([batch_norm(w, rngs=rngs) for w in widths[1:]])
     self.output = nnx.Conv(widths[-1], 3, kernel_size=(3, 3), rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,7 +98,7 @@ class Discriminator(nnx.Module):
     self.convs = nnx.List([
         nnx.Conv(w_in, w_out, kernel_size=(4, 4), strides=(2, 2), rngs=rngs) for w_in, w_out in zip(widths[:-1], widths[1:])
     ])
-    self.norms = nnx.List([nnx.BatchNorm(w, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs) for w in widths[2:]])
+    self.norms = nnx.List([batch_norm(w, rngs=rngs) for w in widths[2:]])
     self.logit = nnx.Linear(widths[-1], 1, rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:

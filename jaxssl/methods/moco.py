@@ -34,7 +34,7 @@ from jaxssl.transforms import augment
 from jaxssl.methods import dictionaries
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
-from jaxssl.models import functional
+from jaxssl.models import functional, normalization
 
 DICTIONARIES = ("queue", "end_to_end", "memory_bank")
 _ENCODER_PARTS = ("backbone", "head")
@@ -51,7 +51,7 @@ class ProjectionHead(nnx.Module):
   def __init__(self, in_features: int, hidden_features: int, out_features: int, *, batch_norm: bool = False, dtype: Any = None, rngs: nnx.Rngs):
     self.hidden = nnx.Linear(in_features, hidden_features, dtype=dtype, rngs=rngs) if hidden_features else None
     self.norm = (
-        nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs)
+        normalization.batch_norm(hidden_features, dtype=dtype, rngs=rngs)
         if batch_norm and hidden_features else None
     )
     self.output = nnx.Linear(hidden_features or in_features, out_features, dtype=dtype, rngs=rngs)

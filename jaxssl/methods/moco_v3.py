@@ -26,7 +26,7 @@ from jaxssl import losses, models, schedules
 from jaxssl.transforms import augment
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
-from jaxssl.models import functional
+from jaxssl.models import functional, normalization
 from jaxssl.models.heads import MLPHead
 
 _MOMENTUM_PARTS = ("backbone", "projector")
@@ -79,31 +79,29 @@ class MoCoV3:
     }
     return params, extra
 
-  def _encode(self, params, stats, images):
-    """(features, projection, new batch statistics) of the encoder and projector in `params`."""
-    features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], images, train=True)
-    projection, projector_stats = self.projector(params["projector"], stats["projector"], features, train=True)
+  def _encode(self, params, stats, images, views):
+    """(features, projection, new batch statistics) of the encoder and projector in `params` on
+    `views` interleaved views, each with its own BN statistics (`models.normalization`)."""
+    features, backbone_stats = self.backbone(params["backbone"], stats["backbone"], images, train=True, views=views)
+    projection, projector_stats = self.projector(params["projector"], stats["projector"], features, train=True, views=views)
     return features, projection, {"backbone": backbone_stats, "projector": projector_stats}
 
-  def _online(self, params, stats, images):
-    features, projection, new_stats = self._encode(params, stats, images)
-    query, new_stats["predictor"] = self.predictor(params["predictor"], stats["predictor"], projection, train=True)
+  def _online(self, params, stats, images, views):
+    features, projection, new_stats = self._encode(params, stats, images, views)
+    query, new_stats["predictor"] = self.predictor(params["predictor"], stats["predictor"], projection, train=True, views=views)
     return features, projection, query, new_stats
 
   def loss(self, params, extra, batch, rng, step):
     del step
     views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
-    stats, momentum_stats = extra["batch_stats"], extra["momentum_batch_stats"]
-    queries, keys, features = [], [], []
-    for images in views:
-      # One forward pass per view (per-view BatchNorm statistics), as in the official code.
-      view_features, projection, query, stats = self._online(params, stats, images)
-      _, key, momentum_stats = self._encode(extra["momentum_params"], momentum_stats, images)
-      queries.append(query)
-      keys.append(key)
-      features.append(view_features)
-      if len(queries) == 1:
-        first_projection = projection
+    # Per-view BatchNorm statistics, as the official code's one pass per view; one pass over the
+    # interleaved views gives each weight one gradient (`models.normalization`).
+    images, num_views = normalization.interleave(views), len(views)
+    features, projections, queries, stats = self._online(params, extra["batch_stats"], images, num_views)
+    _, keys, momentum_stats = self._encode(extra["momentum_params"], extra["momentum_batch_stats"], images, num_views)
+    queries, keys = normalization.deinterleave(queries, num_views), normalization.deinterleave(keys, num_views)
+    features = normalization.deinterleave(features, num_views)
+    first_projection = normalization.deinterleave(projections, num_views)[0]
     loss = losses.moco_v3_loss(tuple(queries), tuple(keys), self.config.moco_v3.temperature)
     metrics = {"moco_v3_loss": loss, "embedding_std": embedding_std(first_projection)}
     total = loss

@@ -34,6 +34,7 @@ from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import linear_probe_loss
 from jaxssl.models import functional
 from jaxssl.transforms import augment, pretext
+from jaxssl.models.normalization import batch_norm
 
 COLOUR_HANDLING = ("none", "drop", "project")
 
@@ -44,7 +45,7 @@ class PairHead(nnx.Module):
 
   def __init__(self, in_features: int, hidden_features: int, *, rotation: bool, rngs: nnx.Rngs):
     self.fc7 = nnx.Linear(2 * in_features, hidden_features, rngs=rngs)
-    self.norm = nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+    self.norm = batch_norm(hidden_features, rngs=rngs)
     self.position = nnx.Linear(hidden_features, len(pretext.NEIGHBOURS), rngs=rngs)
     self.rotation = nnx.Linear(hidden_features, pretext.NUM_ROTATIONS, rngs=rngs) if rotation else None
 

@@ -37,6 +37,7 @@ from jaxssl.methods.common import linear_probe_loss, view_images
 from jaxssl.methods.npid import instance_discrimination_loss
 from jaxssl.models import functional
 from jaxssl.transforms import augment, pretext
+from jaxssl.models.normalization import batch_norm
 
 
 class FeatureLayer(nnx.Module):
@@ -45,7 +46,7 @@ class FeatureLayer(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
     self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
-    self.norm = nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+    self.norm = batch_norm(out_features, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return nnx.relu(self.norm(self.linear(x)))

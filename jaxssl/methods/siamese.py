@@ -2,7 +2,8 @@
 
 Barlow Twins, VICReg and SimSiam share everything but their heads and their objective: each view
 goes through the same encoder f and projector g (and, for SimSiam, a predictor h), with its own
-forward pass and so its own BatchNorm statistics, and gradients flow through both branches.
+BatchNorm statistics (one pass over the interleaved views, `models.normalization`), and
+gradients flow through both branches.
 A subclass names its heads (`_heads`) and its loss on the two views' outputs (`objective`).
 
 A subclass that sets `USES_LOCAL_VIEWS` also takes multi-crop's local crops
@@ -23,7 +24,7 @@ from jaxssl.transforms import augment
 from jaxssl.methods import multicrop
 from jaxssl.methods.base import TrainState
 from jaxssl.methods.common import embedding_std, linear_probe_loss, view_images
-from jaxssl.models import functional
+from jaxssl.models import functional, normalization
 
 
 class SiameseMethod:
@@ -84,13 +85,14 @@ class SiameseMethod:
       del params["probe"]
     return params, {"batch_stats": stats, **self.initial_state()}
 
-  def _forward(self, params, stats, images):
-    """Features and head outputs of one view, and the batch statistics after it."""
+  def _forward(self, params, stats, images, views=1):
+    """Features and head outputs of one batch of `views` interleaved views, and the batch
+    statistics after it (BatchNorm normalises each view on its own)."""
     new_stats = dict(stats)
-    x, new_stats["backbone"] = self.modules["backbone"](params["backbone"], stats["backbone"], images, train=True)
+    x, new_stats["backbone"] = self.modules["backbone"](params["backbone"], stats["backbone"], images, train=True, views=views)
     outputs = {"features": x}
     for name, output_name in zip(self.HEADS, ("projection", "prediction")):
-      x, new_stats[name] = self.modules[name](params[name], stats[name], x, train=True)
+      x, new_stats[name] = self.modules[name](params[name], stats[name], x, train=True, views=views)
       outputs[output_name] = x
     return outputs, new_stats
 
@@ -109,12 +111,11 @@ class SiameseMethod:
     if with_local:
       rng, local_rng = jax.random.split(rng)
     views = view_images(rng, (batch["view0"], batch["view1"]), self.view_specs)
-    stats = extra["batch_stats"]
-    outputs = []
-    for images in views:
-      # Each view gets its own forward pass (and so its own BN batch statistics), as in the papers.
-      view_outputs, stats = self._forward(params, stats, images)
-      outputs.append(view_outputs)
+    # Each view gets its own BN batch statistics, as in the papers' one pass per view; one pass
+    # over the interleaved views gives each weight one gradient (`normalization`).
+    both, stats = self._forward(params, extra["batch_stats"], normalization.interleave(views), views=len(views))
+    per_view = {k: normalization.deinterleave(v, len(views)) for k, v in both.items()}
+    outputs = [{k: v[i] for k, v in per_view.items()} for i in range(len(views))]
     if with_local:
       local_outputs, stats = self._local_outputs(params, stats, batch["local_views"], local_rng)
       outputs.extend(local_outputs)

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxssl.models.normalization import batch_norm
+
 
 class MLPHead(nnx.Module):
   """An MLP with BatchNorm and ReLU after every hidden layer, as in SimCLR/BYOL heads."""
@@ -27,14 +29,14 @@ class MLPHead(nnx.Module):
     features = in_features
     for _ in range(num_hidden_layers):
       layers.append(nnx.Linear(features, hidden_features, dtype=dtype, rngs=rngs))
-      layers.append(nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs))
+      layers.append(batch_norm(hidden_features, dtype=dtype, rngs=rngs))
       features = hidden_features
     self.hidden = nnx.List(layers)
     self.output = nnx.Linear(features, out_features, dtype=dtype, rngs=rngs)
     # SimSiam's projector (Chen & He 2021, 4.2) and MoCo v3's heads end in a BatchNorm without
     # scale and offset.
     self.output_norm = (
-        nnx.BatchNorm(out_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, use_scale=False, use_bias=False, dtype=dtype, rngs=rngs)
+        batch_norm(out_features, affine=False, dtype=dtype, rngs=rngs)
         if output_norm else None
     )
 
@@ -65,7 +67,7 @@ class GDTHead(nnx.Module):
 
   def __init__(self, in_features: int, hidden_features: int, out_features: int, *, dropout_rate: float = 0.3, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.hidden = nnx.Linear(in_features, hidden_features, use_bias=False, dtype=dtype, rngs=rngs)
-    self.norm = nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs)
+    self.norm = batch_norm(hidden_features, dtype=dtype, rngs=rngs)
     self.output = nnx.Linear(hidden_features, out_features, dtype=dtype, rngs=rngs)
     self.dropout_rate = dropout_rate
 
@@ -99,7 +101,7 @@ class DINOHead(nnx.Module):
     linear = lambda i, o: nnx.Linear(i, o, kernel_init=init, dtype=dtype, rngs=rngs)
     self.hidden = nnx.List([linear(in_features if i == 0 else hidden_features, hidden_features) for i in range(num_layers - 1)])
     self.norms = nnx.List(
-        [nnx.BatchNorm(hidden_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs) for _ in self.hidden]
+        [batch_norm(hidden_features, dtype=dtype, rngs=rngs) for _ in self.hidden]
         if use_batch_norm
         else []
     )

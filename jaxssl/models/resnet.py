@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxssl.errors import UserError
+from jaxssl.models import normalization
 
 # (block type, blocks per stage) for each depth, as in He et al. 2016, table 1.
 _DEPTHS = {
@@ -31,17 +32,7 @@ STEMS = {
 
 
 def _batch_norm(features: int, dtype: Any, rngs: nnx.Rngs, zero_scale: bool = False) -> nnx.BatchNorm:
-  # momentum 0.9 == PyTorch's 0.1; epsilon as in torchvision.
-  return nnx.BatchNorm(
-      features,
-      momentum=0.9,
-      epsilon=1e-5,
-      # Two-pass variance: E[x^2] - E[x]^2 cancels badly, most of all across devices or in bf16.
-      use_fast_variance=False,
-      dtype=dtype,
-      scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
-      rngs=rngs,
-  )
+  return normalization.batch_norm(features, dtype=dtype, rngs=rngs, zero_scale=zero_scale)
 
 
 def _conv(in_features: int, out_features: int, kernel: int, stride: int, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
