@@ -224,32 +224,45 @@ def _per_seed(values: list[str]) -> str:
   return values[0] if len(set(values)) == 1 else " / ".join(values)
 
 
-def _environment_line(rows: list[dict]) -> str:
-  envs = {json.dumps({k: r["environment"].get(k) for k in ("packages", "device_kind", "cpu")}, sort_keys=True) for r in rows if r.get("environment")}
-  if not envs:
-    return ""
+def _environment_key(row: dict) -> str | None:
+  """What a row's number depends on besides the code: library versions, device and CPU."""
+  env = row.get("environment")
+  return json.dumps({k: env.get(k) for k in ("packages", "device_kind", "cpu")}, sort_keys=True) if env else None
+
+
+def machine_labels(rows: list[dict]) -> dict[str, str]:
+  """A letter (A, B, ...) for each distinct environment of `rows`, in a stable order."""
+  keys = sorted({k for k in map(_environment_key, rows) if k})
+  return {key: chr(ord("A") + i) for i, key in enumerate(keys)}
+
+
+def _environment_line(labels: dict[str, str]) -> str:
   lines = []
-  for text in sorted(envs):
+  for text, label in labels.items():
     env = json.loads(text)
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if k in ("jax", "jaxlib", "flax", "optax", "numpy"))
     cpu = env.get("cpu") or {}
-    lines.append(f"{packages}; device {env.get('device_kind')}; {cpu.get('model')} ({'/'.join(cpu.get('features', []))}), {cpu.get('cores')} cores")
-  return "Measured with " + "; and with ".join(lines) + "."
+    lines.append(f"**{label}**: {packages}; device {env.get('device_kind')}; {cpu.get('model')} ({'/'.join(cpu.get('features', []))}), {cpu.get('cores')} cores")
+  return ("Machines (the `on` column; the same commit can give other bits on another CPU): " + "; ".join(lines) + ".") if lines else ""
 
 
 def markdown_table(rows: list[dict], presets=PRESETS, changes=NUMBER_CHANGES, predates=predates) -> str:
   """The results table: one line per preset, every seed's kNN, both baselines, the verdict."""
   latest = latest_rows(rows, presets)
+  # Letters from every row on record, so that each machine keeps its letter in every table.
+  labels = machine_labels(rows)
+  shown = {_environment_key(r) for rs in latest.values() for r in rs}
   stale_seen = set()
   lines = [
-      "| preset | commit | kNN per seed | random init | raw pixels | linear (mean) | wall s (mean) | beats both baselines by the margin on every seed | note |",
-      "|---|---|---|---|---|---|---|---|---|",
+      "| preset | commit | on | kNN per seed | random init | raw pixels | linear (mean) | wall s (mean) | beats both baselines by the margin on every seed | note |",
+      "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for preset in presets:
     mine = latest.get(preset.name)
     if not mine:
-      lines.append(f"| `{preset.name}` | - | not measured | | | | | | {preset.note} |")
+      lines.append(f"| `{preset.name}` | - | | not measured | | | | | | {preset.note} |")
       continue
+    machines = _per_seed([labels.get(_environment_key(r), "?") for r in mine])
     knn = " / ".join(f"{r['knn_top1']:.1f} (s{r['seed']})" for r in mine)
     random_init, pixels = (_per_seed([f"{r[key]:.1f}" for r in mine]) for key in ("knn_top1_random_init", "knn_top1_pixels"))
     linear = [r["linear_top1"] for r in mine if r.get("linear_top1") is not None]
@@ -262,10 +275,10 @@ def markdown_table(rows: list[dict], presets=PRESETS, changes=NUMBER_CHANGES, pr
     stale_seen.update(stale)
     note = "; ".join(filter(None, [*(f"**stale**: predates {change}" for change, _ in stale), preset.note, *flags]))
     lines.append(
-        f"| `{preset.name}` | {mine[0]['commit']} | {knn} | {random_init} | {pixels} | "
+        f"| `{preset.name}` | {mine[0]['commit']} | {machines} | {knn} | {random_init} | {pixels} | "
         f"{sum(linear) / len(linear) if linear else float('nan'):.1f} | {sum(walls) / len(walls) if walls else float('nan'):.0f} | {verdict} | {note} |"
     )
-  environment = _environment_line([r for rs in latest.values() for r in rs])
+  environment = _environment_line({key: label for key, label in labels.items() if key in shown})
   legend = [f"Rows marked stale were measured before {change} ({what}) and await re-measurement." for change, what in sorted(stale_seen)]
   return "\n".join(lines) + "".join("\n\n" + text for text in (*legend, environment) if text) + "\n"
 

@@ -56,7 +56,19 @@ def test_table_shows_newest_commit_and_judges_every_seed(harness):
   assert "| yes (worst +12.5, needs +10) |" in b_line and "a note" in b_line
   assert "| 13.2 / 15.1 | 32.5 |" in b_line  # per-seed baselines, in seed order
   assert "not measured" in c_line
-  assert any("Fake CPU (avx2), 2 cores" in line for line in lines)
+  assert any("**A**: jax 0.12.0.1; device cpu; Fake CPU (avx2), 2 cores" in line for line in lines)
+  assert a_line.split(" | ")[2] == "A"  # the machine column names the legend's entry
+
+
+def test_table_names_each_rows_machine(harness):
+  other = _row("a.py:quick", 1, "new1111", 41.0)
+  other["environment"] = {**other["environment"], "cpu": {"model": "Other CPU", "features": ["avx512f"], "cores": 2}}
+  rows = [_row("a.py:quick", 0, "new1111", 40.0), other]
+  lines = harness.markdown_table(rows, (harness.Preset("a.py:quick"),)).splitlines()
+  a_line = next(line for line in lines if line.startswith("| `a.py:quick`"))
+  assert a_line.split(" | ")[2] == "A / B"  # per seed, in seed order
+  legend = next(line for line in lines if line.startswith("Machines"))
+  assert "**A**: jax 0.12.0.1; device cpu; Fake CPU (avx2)" in legend and "**B**: jax 0.12.0.1; device cpu; Other CPU (avx512f)" in legend
 
 
 def test_table_flags_rows_from_unpinned_or_dirty_runs(harness):
@@ -112,7 +124,7 @@ def test_write_tables_fills_the_marked_block_of_each_document(harness, tmp_path)
     harness.write_tables(rows, tmp_path / "results", [document, summary])
   summary.write_text(f"{begin}\nstale\n{end}\n{patterns_begin}\nstale\n{patterns_end}\n")
   harness.write_tables(rows, tmp_path / "results", [document, summary])
-  assert "| `configs/rotnet.py:quick on builtin:patterns` | - | not measured |" in summary.read_text()
+  assert "| `configs/rotnet.py:quick on builtin:patterns` | - | | not measured |" in summary.read_text()
   assert "40.0 (s0)" in summary.read_text()
   text = document.read_text()
   assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
@@ -121,7 +133,7 @@ def test_write_tables_fills_the_marked_block_of_each_document(harness, tmp_path)
   assert "40.0 (s0)" in presets_block and "44.0" not in presets_block
   assert "44.0 (s0)" in held_out_block and "40.0" not in held_out_block
   assert "## Default presets on held-out data" in (tmp_path / "results" / "presets.md").read_text()
-  assert "| `configs/simclr.py:quick` | abc1234 | 40.0 (s0) |" in text
+  assert "| `configs/simclr.py:quick` | abc1234 | A | 40.0 (s0) |" in text
   assert (tmp_path / "results" / "results.json").exists() and (tmp_path / "results" / "presets.md").exists()
   with pytest.raises(ValueError, match="presets:begin"):
     harness.replace_between_markers("no markers here", "table")
