@@ -13,7 +13,10 @@ Prints, for the config's batch size:
     second run of the config would load it), and whether the warm compile hit the cache;
   - collectives (with more than one device): the bytes the compiled step moves through
     all-reduce, all-gather, ... against one all-reduce of the gradients;
-  - host pipeline: two-view batches per second on one core (decode, crop, flip; no device work).
+  - host pipeline: reading (decoding) the records alone, then two-view images per second on one
+    core (decode, crop, flip; no device work), and with --pipeline_workers=1,2 grain worker
+    processes; --pipeline_only times nothing else (e.g. on a folder of JPEGs written by
+    experiments/make_sample_jpegs.py, at the `:imagenet` presets' 224 px).
 With --batch_sizes and --devices (simulated CPU devices, one process each), a table and a plot of
 images/s against batch size and device count, and planned memory against batch size.
 """
@@ -36,6 +39,8 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/byol.py", "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps after compilation.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20, "Batches timed in the host pipeline (0: skip).")
+_PIPELINE_ONLY = flags.DEFINE_boolean("pipeline_only", False, "Time the host pipeline only (no train step).")
+_PIPELINE_WORKERS = flags.DEFINE_list("pipeline_workers", [], "Also time the host pipeline with these many grain worker processes.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", [], "Batch sizes to sweep (default: the config's).")
 _DEVICES = flags.DEFINE_list("devices", [], "Simulated CPU device counts to sweep, one process each.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices in this process.")
@@ -70,7 +75,7 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def _host_batch(config, per_process: int, seed: int = 0):
+def _host_batch(config, per_process: int, seed: int = 0, workers: int = 0):
   """One host batch from the config's training data (and the iterator, for timing it)."""
   from jaxssl.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   from jaxssl.data import views as views_lib  # pylint: disable=g-import-not-at-top
@@ -79,18 +84,20 @@ def _host_batch(config, per_process: int, seed: int = 0):
   data = pipeline.make_train_iterator(
       source, seed=seed, per_process_batch_size=per_process,
       view_specs=pipeline.host_view_specs(config.augment.views),
-      process_index=0, process_count=1, num_threads=0, prefetch_batches=0,
+      process_index=0, process_count=1, worker_count=workers, num_threads=0, prefetch_batches=0,
       **views_lib.local_view_settings(config.get("augment")),
   )
   return next(data), data
 
 
-def measure_pipeline(config, batches: int) -> float:
-  """Two-view images/s of the host pipeline in this thread alone, so the figure is per core."""
+def measure_pipeline(config, batches: int, workers: int = 0) -> float:
+  """Two-view images/s of the host pipeline: in this thread alone (`workers=0`, so the figure is
+  per core) or with `workers` grain worker processes (after the first batch, so their start-up
+  is not counted)."""
   from jaxssl import parallel  # pylint: disable=g-import-not-at-top
 
   per_process = parallel.check_batch_size(config.batch_size)
-  _, data = _host_batch(config, per_process)
+  _, data = _host_batch(config, per_process, workers=workers)
   start = time.perf_counter()
   for _ in range(batches):
     next(data)
@@ -99,14 +106,39 @@ def measure_pipeline(config, batches: int) -> float:
   return rate
 
 
+def measure_decode(config, count: int) -> float:
+  """Records/s of reading (for image files: decoding) the training data alone, one core: the
+  ceiling of any pipeline that decodes every image in full."""
+  from jaxssl.data import sources  # pylint: disable=g-import-not-at-top
+
+  source = sources.make_source(config.data, config.data.train_split)
+  count = min(count, len(source))
+  start = time.perf_counter()
+  for index in range(count):
+    source[index]
+  return count / (time.perf_counter() - start)
+
+
+def _print_pipeline(config, batches: int, workers: list[int]) -> None:
+  sizes = "/".join(str(v.size) for v in config.augment.views)
+  print(f"host pipeline on {config.data.name}, {sizes} px views, batch {config.batch_size}:")
+  print(f"  reading the records alone: {measure_decode(config, batches * config.batch_size):.0f} records/s on one core")
+  print(f"  two views per record: {measure_pipeline(config, batches):.0f} two-view images/s on one core")
+  for count in workers:
+    rate = measure_pipeline(config, batches, workers=count)
+    print(f"  with {count} grain worker process(es): {rate:.0f} two-view images/s ({rate / count:.0f} per worker)")
+
+
 def _step_parts(method, state, batch, rng, repeats: int) -> dict[str, float]:
   """Seconds of the step's two big parts, each jitted alone: the device augmentation of the
-  global views, and the backbone's forward + backward on them (one pass per view, as the
-  methods run it). Methods without both parts (e.g. video or pretext tasks) get none."""
+  global views, and the backbone's forward + backward on them (one pass over the interleaved
+  views, each with its own BatchNorm statistics, as BYOL, MoCo v3 and the Siamese methods run
+  it). Methods without both parts (e.g. video or pretext tasks) get none."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from jaxssl.methods.common import view_images  # pylint: disable=g-import-not-at-top
+  from jaxssl.models import normalization  # pylint: disable=g-import-not-at-top
 
   specs, backbone = getattr(method, "view_specs", None), getattr(method, "backbone", None)
   if not specs or backbone is None or "backbone" not in state.params or "view0" not in batch:
@@ -117,7 +149,7 @@ def _step_parts(method, state, batch, rng, repeats: int) -> dict[str, float]:
   stats = state.extra["batch_stats"]["backbone"]
 
   def backbone_loss(params, images):
-    return sum(jnp.sum(backbone(params, stats, x, train=True)[0]) for x in images)
+    return jnp.sum(backbone(params, stats, normalization.interleave(images), train=True, views=len(images))[0])
 
   forward_backward = jax.jit(jax.grad(backbone_loss))
   parts = {
@@ -292,6 +324,10 @@ def main(argv) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  workers = [int(w) for w in _PIPELINE_WORKERS.value if int(w) > 0]
+  if _PIPELINE_ONLY.value:
+    _print_pipeline(config, _PIPELINE_BATCHES.value or 20, workers)
+    return
   config_args = [a for a in sys.argv[1:] if a.startswith("--config")]
   if _DEVICES.value and not _CPU_DEVICES.value:
     rows = _sweep_devices(config_args, [int(d) for d in _DEVICES.value], _BATCH_SIZES.value)
@@ -322,7 +358,7 @@ def main(argv) -> None:
       _plot(rows, _PLOT.value, _describe(config))
   print(f"peak host memory (RSS) of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
   if _PIPELINE_BATCHES.value:
-    print(f"host pipeline: {measure_pipeline(config, _PIPELINE_BATCHES.value):.0f} two-view images/s on one core")
+    _print_pipeline(config, _PIPELINE_BATCHES.value, workers)
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump(rows, f)
