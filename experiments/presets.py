@@ -97,7 +97,14 @@ PRESETS = (
     Preset("configs/multitask.py:quick", "on builtin:scenes, 48 px: relative position and exemplar (the default adds colorization and motion segmentation)"),
 )
 IMAGE_METHODS = ("simclr", "moco", "moco_v3", "npid", "swav", "dino", "barlow_twins", "simsiam", "vicreg", "byol")
-HELD_OUT = tuple(Preset(f"configs/{method}.py", data=HELD_OUT_DATA) for method in IMAGE_METHODS)
+# The held-out presets that fail there, each with the measured reason (experiments/README.md,
+# "On held-out data", has their curves). Nothing was tuned on the scenes to make a row pass.
+HELD_OUT_EXCEPTIONS = {
+    "swav": "documented exception: its 16 px local crops drive the embeddings to collapse by step 40 (without them: no collapse, 25.4)",
+    "simsiam": "documented exception: its all-grey views (chosen on the patterns) drop the colour; still rising at 1800 steps (35.9)",
+    "byol": "documented exception: the bootstrap target has nothing to start from here",
+}
+HELD_OUT = tuple(Preset(f"configs/{method}.py", HELD_OUT_EXCEPTIONS.get(method, ""), data=HELD_OUT_DATA) for method in IMAGE_METHODS)
 # The pretext tasks' presets on the data they were not made for (issue: "record the result,
 # whatever it is"): patterns have no upright, no layout and no colour tied to the class.
 PRETEXT_METHODS = ("rotnet", "rotation_decoupling", "jigsaw", "deeppermnet", "relative_position", "exemplar")

@@ -220,3 +220,24 @@ def test_robustness_table_pairs_runs_with_and_without_the_auxiliary_loss():
 def test_only_keeps_a_preset_whose_name_holds_a_comma(harness):
   chosen = [p.name for p in harness.select("configs/colorization.py:quick,larsson,multitask.py:quick")]
   assert chosen == ["configs/colorization.py:quick,larsson", "configs/multitask.py:quick"]
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_compare_curves_reads_metrics_and_knn_history(tmp_path):
+  curves = _load(_HARNESS.parent / "compare_curves.py")
+  (tmp_path / "eval").mkdir()
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "probe_top1": 0.1}\n{"step": 3, "loss": 1.5}\n')
+  (tmp_path / "eval" / "knn_history.json").write_text('[{"step": 250, "knn_top1": 18.9}, {"step": 600, "knn_top1": 25.4}]')
+  assert curves.read_curve(tmp_path, "loss") == ([1, 3], [2.0, 1.5])  # step 2 has no loss
+  assert curves.read_curve(tmp_path, "knn_top1") == ([250, 600], [18.9, 25.4])
+  assert curves.parse_run("no local crops=/tmp/run") == ("no local crops", pathlib.Path("/tmp/run"))
+  with pytest.raises(Exception, match="LABEL=WORKDIR"):
+    curves.parse_run("/tmp/run")
+  with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+    curves.read_curve(tmp_path / "missing", "loss")
