@@ -18,6 +18,13 @@ it, or train it, for your task). Settings with no torchvision / timm counterpart
 multiplier, a stem other than the 7x7 one) are refused, naming the setting; use the orbax format.
 
 `load_backbone(path)` returns the Flax NNX module with the weights, for downstream JAX code.
+
+Most backbones read normalised RGB images. A few pretext tasks train theirs on another input,
+which downstream code must give it too: colorization (Zhang's head: the lightness (L - 50) / 50
+on all three channels; Larsson's: 2 * mean(RGB) - 1), jigsaw and relative position (each image
+normalised per channel, as their tiles were) and multi-task with input harmonisation (grey). The
+protocols of `jaxssl.evaluation` apply it (the method's `backbone_input_fn`); the safetensors
+metadata names the method (`jaxssl_method`).
 """
 
 from __future__ import annotations
@@ -199,7 +206,7 @@ def export(workdir: str, fmt: str) -> str:
     )
   state = torch_state_dict(ml_collections.ConfigDict(config["model"]), params, batch_stats)
   target = source + ".safetensors"
-  save_file(state, target, metadata={"format": "pt", "jaxssl_config": json.dumps(config["model"])})
+  save_file(state, target, metadata={"format": "pt", "jaxssl_config": json.dumps(config["model"]), "jaxssl_method": str(config.get("method", ""))})
   return target
 
 

@@ -249,3 +249,37 @@ def test_augmented_grid_on_eight_devices_matches_heads_trained_alone_on_one(tmp_
   alone, _ = protocols.train_linear_heads_augmented(loaded, images, labels, [lr], [wd], mesh=parallel.make_mesh(jax.devices()[:1]), **kwargs)
   np.testing.assert_allclose(alone[0][0], heads[0][chosen], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(alone[1][0], heads[1][chosen], rtol=1e-4, atol=1e-5)
+
+
+def _pretext_config(name: str) -> ml_collections.ConfigDict:
+  """Tiny configs of the image methods whose backbone reads something other than RGB."""
+  import importlib  # noqa: PLC0415
+
+  module, preset, overrides = {
+      "zhang": ("colorization", "quick", {"colorization.target_cells": 4}),
+      "larsson": ("colorization", "quick,larsson", {"colorization.target_cells": 4}),
+      "relative_position": ("relative_position", "quick", {"relative_position.patch_size": 4, "relative_position.hidden_dim": 16}),
+      "jigsaw": ("jigsaw", "quick", {"jigsaw.tile_size": 4, "jigsaw.tile_dim": 8, "jigsaw.hidden_dim": 16, "jigsaw.num_permutations": 10}),
+  }[name]
+  return helpers.tiny_config(importlib.import_module(f"configs.{module}").get_config(preset), **overrides)
+
+
+@pytest.mark.parametrize("name", ["zhang", "larsson", "relative_position", "jigsaw"])
+def test_a_pretext_backbone_is_fed_as_its_method_feeds_it(tmp_path, name):
+  """Colorization's backbone reads lightness or grey, jigsaw's and relative position's images
+  normalised per channel: the protocols rebuild that input from the exported config, so their
+  features equal the method's own `embed` (with RGB fed as is, they would not)."""
+  from jaxssl import methods  # noqa: PLC0415
+  from jaxssl.evaluation import pretrained  # noqa: PLC0415
+  from jaxssl.transforms import augment  # noqa: PLC0415
+
+  config = _pretext_config(name)
+  method = methods.make_method(config)
+  params, extra = method.init(jax.random.key(0))
+  checkpoint.export_backbone(str(tmp_path / "backbone"), params["backbone"], extra["batch_stats"]["backbone"], config.to_json_best_effort())
+  loaded = pretrained.load(str(tmp_path / "backbone"))
+  images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+  expected = np.asarray(method.embed(params, extra, augment.normalize(images)))
+  np.testing.assert_allclose(loaded.features(images, 8, parallel.make_mesh()), expected, rtol=1e-5, atol=1e-5)
+  rgb_fed, _ = loaded.backbone(loaded.params, loaded.batch_stats, augment.normalize(images), train=False)
+  assert np.abs(np.asarray(rgb_fed) - expected).max() > 1e-3  # the input transform matters

@@ -32,10 +32,14 @@ def _identity(x: jax.Array) -> jax.Array:
 def backbone_spec(pretraining: ml_collections.ConfigDict) -> tuple[Callable[[nnx.Rngs], nnx.Module], Callable, inputs.ClipViewSpec | None]:
   """(rngs -> the exported backbone's NNX module, normalised inputs -> its input, the clip view it
   reads or None for images) for a run configured by `pretraining`."""
-  if methods.is_video_method(pretraining.get("method", "")):
+  name = pretraining.get("method", "")
+  if methods.is_video_method(name):
     method = methods.make_method(pretraining)
     return method.make_backbone, method.backbone_input, method.host_inputs.narrow
-  return (lambda rngs: models.make_backbone(pretraining.model, rngs)), _identity, None
+  # Image methods whose backbone reads something other than the normalised RGB images (grey,
+  # lightness, per-image normalisation) say so with `backbone_input_fn(config)`.
+  input_fn = getattr(methods.method_class(name), "backbone_input_fn", None) if name in methods.REGISTRY else None
+  return (lambda rngs: models.make_backbone(pretraining.model, rngs)), (input_fn(pretraining) if input_fn else _identity), None
 
 
 def _as_config(value: Any) -> Any:

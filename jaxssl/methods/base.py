@@ -77,5 +77,8 @@ class Method(Protocol):
   # Video methods (`eval_input_key = 'clip'`): `make_backbone(rngs)`, the NNX module a run exports
   # (`params['backbone']`), and `backbone_input(clips)`, normalised RGB clips -> its input (e.g.
   # frame differences), so the evaluation protocols can rebuild and feed an exported backbone.
+  # Image methods whose backbone reads something other than the normalised RGB images (grey,
+  # lightness, per-image normalisation): a classmethod `backbone_input_fn(config)`, normalised
+  # images -> the backbone's input, which `embed` uses and the protocols apply to an exported backbone.
   # Optional: `players: dict[str, Player]` for adversarial methods (see `Player`); `loss` then
   # also returns each player's objective in aux['objectives'].

@@ -201,6 +201,13 @@ class Colorization:
     """What the backbone sees of RGB in [0, 1]: Zhang's lightness or Larsson's grey."""
     return lightness_input(rgb) if self.head == "zhang" else grey_input(rgb)
 
+  @classmethod
+  def backbone_input_fn(cls, config: ml_collections.ConfigDict):
+    """Normalised RGB images -> what the backbone reads (lightness or grey), so that an exported
+    backbone is fed as in training (`jaxssl.evaluation.pretrained`)."""
+    to_input = lightness_input if config.colorization.get("head", "zhang") == "zhang" else grey_input
+    return lambda images: to_input(unnormalize(images))
+
   def predict(self, params, extra, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict]:
     """(logits [B, cells, cells, Q] on the target grid, pooled features, new batch stats)."""
     cfg = self.config.colorization
@@ -255,7 +262,7 @@ class Colorization:
     return {"batch_stats": aux["batch_stats"], "colour_counts": state.extra["colour_counts"] + aux["colour_counts"]}
 
   def embed(self, params, extra, images, *, train: bool = False):
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.network_input(unnormalize(images)), train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.backbone_input_fn(self.config)(images), train=train)
     return features
 
   def colorize(self, params, extra, rgb: jax.Array) -> jax.Array:

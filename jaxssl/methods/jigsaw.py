@@ -135,8 +135,12 @@ class Jigsaw:
     del state
     return {"batch_stats": aux["batch_stats"]}
 
+  @classmethod
+  def backbone_input_fn(cls, config: ml_collections.ConfigDict):
+    """Normalised images -> the backbone's input: normalised as the tiles were (per image and
+    channel) when `jigsaw.normalize_tiles`, in evaluation and in `jaxssl.evaluation.pretrained`."""
+    return pretext.normalize_each_tile if config.jigsaw.normalize_tiles else (lambda images: images)
+
   def embed(self, params, extra, images, *, train: bool = False):
-    if self.config.jigsaw.normalize_tiles:
-      images = pretext.normalize_each_tile(images)  # as the tiles were: per image and channel
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], images, train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.backbone_input_fn(self.config)(images), train=train)
     return features

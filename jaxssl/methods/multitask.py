@@ -154,8 +154,14 @@ class MultiTask:
 
   row_sharded_params = (("exemplar_classifier",),)
 
+  @classmethod
+  def backbone_input_fn(cls, config: ml_collections.ConfigDict):
+    """Normalised images -> the trunk's input: grey under the paper's input harmonisation, in
+    training, evaluation and `jaxssl.evaluation.pretrained`."""
+    return to_grey if config.multitask.harmonize else (lambda images: images)
+
   def _input(self, images: jax.Array) -> jax.Array:
-    return to_grey(images) if self.config.multitask.harmonize else images
+    return self.backbone_input_fn(self.config)(images)
 
   def _trunk(self, params, stats, images):
     """(block outputs, new trunk stats): one trunk pass in training mode."""

@@ -134,7 +134,13 @@ class RelativePosition:
     del state
     return {"batch_stats": aux["batch_stats"]}
 
+  @classmethod
+  def backbone_input_fn(cls, config: ml_collections.ConfigDict):
+    """Normalised images -> the backbone's input: whole images normalised as the patches were
+    (per image and channel), in evaluation and in `jaxssl.evaluation.pretrained`."""
+    del config
+    return pretext.normalize_each_tile
+
   def embed(self, params, extra, images, *, train: bool = False):
-    # Whole images normalised as the patches were: per image and channel.
-    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], pretext.normalize_each_tile(images), train=train)
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], self.backbone_input_fn(self.config)(images), train=train)
     return features
