@@ -59,6 +59,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.colorization.neighbours = 10  # official code: 10 (the paper says 5)
   c.colorization.sigma = 5.0  # paper: 5
   c.colorization.rebalance_mix = 0.5  # paper: lambda = 0.5
+  c.colorization.prior_sigma = 5.0  # paper: the empirical prior smoothed by a Gaussian, sigma 5
   c.colorization.annealed_temperature = 0.38  # paper: T = 0.38
   c.colorization.target_cells = 8  # ab targets on an 8 x 8 grid: stride 4 at 32 px, as the official stride
   # 1: the head reads the last stage only (Zhang's fully convolutional net); more: a hypercolumn of

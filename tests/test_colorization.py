@@ -28,7 +28,7 @@ def setup():
 
 def test_loss_by_hand(setup):
   """Soft targets over the 10 nearest bins (sigma 5) at the cell centres, rebalancing weights
-  from the prior counted so far, no weight for a colourless image, cross-entropy."""
+  from the prior counted so far and smoothed (sigma 5), no weight for a colourless image, cross-entropy."""
   config, method, _, state, batch = setup
   params, extra = state.params, state.extra
   _, aux = method.loss(params, extra, batch, jax.random.key(1), 0)
@@ -47,6 +47,8 @@ def test_loss_by_hand(setup):
   nearest = targets.argmax(-1)
   counts = np.bincount(nearest.ravel(), minlength=len(bins)).astype(np.float64)
   prior = counts / counts.sum()  # the counts before this batch are zero
+  kernel = np.exp(-((bins[:, None] - bins[None]) ** 2).sum(-1) / 50.0)  # the paper's smoothing, sigma 5
+  prior = kernel @ prior / (kernel @ prior).sum()
   weights = 1.0 / (0.5 * prior + 0.5 / len(bins))
   weights /= (prior * weights).sum()
   coloured = np.abs(lab[..., 1:]).max(axis=(1, 2, 3)) > 5.0

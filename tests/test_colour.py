@@ -53,12 +53,21 @@ def test_soft_encoding_spreads_one_over_the_nearest_bins():
 
 
 def test_rebalancing_weights_have_expectation_one_and_favour_rare_bins():
-  prior = np.array([0.7, 0.2, 0.09, 0.01])
-  weights = colour.rebalancing_weights(prior, mix=0.5)
-  assert np.sum(prior * weights) == pytest.approx(1.0, rel=1e-6)
+  prior = jnp.asarray([0.7, 0.2, 0.09, 0.01])
+  weights = np.asarray(colour.rebalancing_weights(prior, mix=0.5))
+  assert np.sum(np.asarray(prior) * weights) == pytest.approx(1.0, rel=1e-6)
   assert np.all(np.diff(weights) > 0)
   # mix = 1: uniform weights (no rebalancing effect beyond the normalisation).
   np.testing.assert_allclose(colour.rebalancing_weights(prior, mix=1.0), 1.0, rtol=1e-6)
+
+
+def test_smoothed_prior_spreads_mass_to_neighbouring_bins():
+  bins = jnp.asarray([[0.0, 0.0], [10.0, 0.0], [60.0, 60.0]])
+  prior = jnp.asarray([1.0, 0.0, 0.0])
+  # A bin 10 ab units away gets exp(-10^2 / (2 * 5^2)) of the mass; one 85 away next to nothing.
+  expected = np.array([1.0, np.exp(-2.0), np.exp(-72.0)]) / (1.0 + np.exp(-2.0) + np.exp(-72.0))
+  np.testing.assert_allclose(colour.smooth_prior(prior, bins, sigma=5.0), expected, rtol=1e-5, atol=1e-12)
+  np.testing.assert_array_equal(colour.smooth_prior(prior, bins, sigma=0.0), prior)
 
 
 def test_empirical_prior_counts_nearest_bins():

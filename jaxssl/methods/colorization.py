@@ -12,9 +12,10 @@ sigma 5) and w the class-rebalancing weight of the true colour's nearest bin, ((
 lambda / Q)^-1 normalised so that E_p[w] = 1 (lambda 0.5), zero for an image with no colour at all
 (the official `NonGrayMask`: ab never above 5). The official code applies w to the gradient
 only; a constant weight on the loss has the same gradient. p, the prior over the bins, is the
-paper's empirical distribution of the training data's colours: here it is counted as the
-training batches go by (`extra['colour_counts']`), starting from uniform, so no pass over the
-data is needed before training.
+paper's empirical distribution of the training data's colours, smoothed with a Gaussian of
+sigma 5 ab units (`colorization.prior_sigma`): here it is counted as the training batches go by
+(`extra['colour_counts']`, the current batch included), so no pass over the data is needed
+before training.
 
 Input harmonisation: L (in [0, 100]) enters as (L - 50) / 50 on all three input channels, so a
 backbone built for RGB takes it unchanged; `embed` does the same to the RGB images it is given,
@@ -240,9 +241,8 @@ class Colorization:
     nearest = jnp.argmax(targets, axis=-1)
     counts = jax.nn.one_hot(nearest, len(self.bins)).sum(axis=(0, 1, 2))
     seen = extra["colour_counts"] + counts
-    prior = seen / jnp.sum(seen)
-    weights = 1.0 / ((1.0 - cfg.rebalance_mix) * prior + cfg.rebalance_mix / len(self.bins))
-    weights = weights / jnp.sum(prior * weights)
+    prior = colour.smooth_prior(seen / jnp.sum(seen), bins, cfg.get("prior_sigma", 0.0))
+    weights = colour.rebalancing_weights(prior, cfg.rebalance_mix)
     coloured = jnp.max(jnp.abs(colour.srgb_to_lab(rgb)[..., 1:]), axis=(1, 2, 3)) > GREY_THRESHOLD  # [B]
     pixel_weight = jax.lax.stop_gradient(weights[nearest]) * coloured[:, None, None]
     cross_entropy = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)

@@ -92,12 +92,22 @@ def empirical_prior(ab_pixels: np.ndarray, bins: np.ndarray) -> np.ndarray:
   return (counts / counts.sum()).astype(np.float32)
 
 
-def rebalancing_weights(prior: np.ndarray, mix: float = 0.5) -> np.ndarray:
+def smooth_prior(prior: jax.Array, bins: jax.Array, sigma: float = 5.0) -> jax.Array:
+  """The paper's p-tilde: the empirical prior [Q] over the ab bins [Q, 2] convolved with a
+  Gaussian of std `sigma` ab units (paper: 5) and renormalised over the bins, so that a rare
+  colour next to a common one is not weighted as if it were unseen. `sigma` 0 leaves it as is."""
+  if sigma <= 0:
+    return prior
+  squared = jnp.sum(jnp.square(bins[:, None, :] - bins[None, :, :]), axis=-1)
+  smoothed = jnp.exp(-squared / (2.0 * sigma**2)) @ prior
+  return smoothed / jnp.sum(smoothed)
+
+
+def rebalancing_weights(prior: jax.Array, mix: float = 0.5) -> jax.Array:
   """Class rebalancing: w proportional to ((1 - mix) p + mix / Q)^-1, scaled so that E_p[w] = 1
   (paper: lambda = 0.5), so rare colours are not drowned by the grey and brown of most pixels."""
-  prior = np.asarray(prior, np.float64)
-  weights = 1.0 / ((1.0 - mix) * prior + mix / len(prior))
-  return (weights / np.sum(prior * weights)).astype(np.float32)
+  weights = 1.0 / ((1.0 - mix) * prior + mix / prior.shape[-1])
+  return weights / jnp.sum(prior * weights)
 
 
 def annealed_mean(logits: jax.Array, bins: jax.Array, temperature: float = 0.38) -> jax.Array:
