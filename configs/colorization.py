@@ -55,6 +55,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 
   c.colorization = ml_collections.ConfigDict()
   c.colorization.head = "larsson" if "larsson" in tokens else "zhang"  # 'zhang': ab bins; 'larsson': hue/chroma histograms
+  # '' feeds the head's own paper's input: Lab's lightness L for Zhang's, the mean of RGB for Larsson's.
+  c.colorization.input = ""
   c.colorization.bins_file = ""  # '' derives the in-gamut 10-unit grid (261 bins); or a [Q, 2] .npy (the paper's 313)
   c.colorization.neighbours = 10  # official code: 10 (the paper says 5)
   c.colorization.sigma = 5.0  # paper: 5

@@ -209,3 +209,21 @@ def test_hypercolumn_head_reads_the_last_blocks():
   too_many = helpers.tiny_config(colorization_config.get_config("quick"), **{"colorization.hypercolumn_blocks": 99})
   with pytest.raises(UserError, match="hypercolumn_blocks is 99"):
     methods.make_method(too_many, num_classes=0)
+
+
+def test_the_input_is_the_heads_own_unless_the_config_names_one():
+  """Zhang's head reads the lightness and Larsson's the mean of RGB; `colorization.input` swaps."""
+  rgb = jax.random.uniform(jax.random.key(2), (2, 8, 8, 3))
+
+  def fed(preset, **overrides):
+    config = helpers.tiny_config(colorization_config.get_config(preset), **overrides)
+    return np.asarray(methods.make_method(config, num_classes=0).network_input(rgb))
+
+  lightness, grey = np.asarray(colorization.lightness_input(rgb)), np.asarray(colorization.grey_input(rgb))
+  assert not np.allclose(lightness, grey, atol=1e-2)
+  np.testing.assert_array_equal(fed("quick"), lightness)
+  np.testing.assert_array_equal(fed("quick,larsson"), grey)
+  np.testing.assert_array_equal(fed("quick", **{"colorization.input": "grey"}), grey)
+  np.testing.assert_array_equal(fed("quick,larsson", **{"colorization.input": "lightness"}), lightness)
+  with pytest.raises(UserError, match="colorization.input is 'rgb'"):
+    fed("quick", **{"colorization.input": "rgb"})

@@ -39,6 +39,9 @@ two nearest bins:
 
 Decoding takes the expected chroma and the circular mean of the hue and puts that colour on the
 grey level.
+
+`colorization.input` ('lightness' or 'grey') feeds either head the other's input; by default each
+reads its own paper's.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from jaxssl.transforms import augment, colour
 # Below this ab magnitude everywhere, an image has no colour to learn from (official NonGrayMask).
 GREY_THRESHOLD = 5.0
 HEADS = ("zhang", "larsson")
+INPUTS = ("lightness", "grey")  # Lab's L (Zhang et al.) or the mean of RGB (Larsson et al.)
 LARSSON_BINS = 32  # hue and chroma bins (Larsson et al. 2017)
 LARSSON_HUE_WEIGHT = 5.0  # official: CE_chroma + mean(5 * chroma * CE_hue)
 
@@ -142,6 +146,15 @@ def cell_centres(images: jax.Array, cells: int) -> jax.Array:
   return images[:, rows][:, :, cols]
 
 
+def input_kind(config: ml_collections.ConfigDict) -> str:
+  """What the backbone reads: `colorization.input`, by default the head's own paper's input."""
+  cfg = config.colorization
+  kind = cfg.get("input", "") or ("lightness" if cfg.get("head", "zhang") == "zhang" else "grey")
+  if kind not in INPUTS:
+    raise UserError(f"config.colorization.input is '{kind}'; choose one of {INPUTS} (or '' for the head's own).")
+  return kind
+
+
 def load_bins(bins_file: str) -> np.ndarray:
   """The ab bins: a [Q, 2] array from `bins_file` (.npy, e.g. the paper's 313), else the derived
   in-gamut set."""
@@ -162,6 +175,7 @@ class Colorization:
     self.head = config.colorization.get("head", "zhang")
     if self.head not in HEADS:
       raise UserError(f"config.colorization.head is '{self.head}'; choose one of {HEADS}.")
+    self.input = input_kind(config)
     self.bins = load_bins(config.colorization.bins_file)
     self.num_outputs = len(self.bins) if self.head == "zhang" else 2 * LARSSON_BINS
     self.view_specs = tuple(augment.spec_from_config(c) for c in config.augment.views)
@@ -200,13 +214,13 @@ class Colorization:
 
   def network_input(self, rgb: jax.Array) -> jax.Array:
     """What the backbone sees of RGB in [0, 1]: Zhang's lightness or Larsson's grey."""
-    return lightness_input(rgb) if self.head == "zhang" else grey_input(rgb)
+    return lightness_input(rgb) if self.input == "lightness" else grey_input(rgb)
 
   @classmethod
   def backbone_input_fn(cls, config: ml_collections.ConfigDict):
     """Normalised RGB images -> what the backbone reads (lightness or grey), so that an exported
     backbone is fed as in training (`jaxssl.evaluation.pretrained`)."""
-    to_input = lightness_input if config.colorization.get("head", "zhang") == "zhang" else grey_input
+    to_input = lightness_input if input_kind(config) == "lightness" else grey_input
     return lambda images: to_input(unnormalize(images))
 
   def predict(self, params, extra, rgb: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, dict]:
