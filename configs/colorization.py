@@ -3,7 +3,7 @@ pretext task; see jaxssl/methods/colorization.py.
 
 Presets (`--config=configs/colorization.py:NAME`; tokens combine, e.g. `quick,larsson`):
   (none)    built-in scenes on CPU (objects whose colours depend on what they are), 1200 steps.
-  quick     the same, 600 steps (Larsson's head: 500): at most 5 minutes on 2 cores.
+  quick     the same, 1000 steps (Larsson's head: 500): at most 5 minutes on 2 cores.
   imagenet  the paper's setting with a ResNet-50 in place of its VGG-style network: 176 px crops
             (official), batch 40 (official), Adam lr 3e-5 (paper: 3.16e-5, beta 0.9 / 0.99,
             weight decay 1e-3), ab targets on a grid of 44 cells (stride 4 of 176 px).
@@ -84,6 +84,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   # 'imagenet' stem leaves 1 (upsampled to the 8 x 8 targets).
   c.model.stem = "half"
   c.model.dtype = "float32"
+  # The last stages' 2 x 2 maps as matrix products (jaxssl/models/small_maps.py): the same
+  # network, 354 -> 226 ms a step of :quick on a 2-core Intel Xeon.
+  c.model.dense_small_maps = True
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # paper: Adam
@@ -106,11 +109,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if "quick" in tokens:
-    # Larsson's head: 500 steps (seed 1: kNN 39.3 against raw pixels 32.9). Zhang's: 600, its kNN
-    # still climbing at 500 (seed 0, mean-of-RGB input: 33.1 at 500 steps, 35.2 at 600 in 251 s
-    # on a 2-core Intel Xeon; a learning rate of 4e-3 gave 34.1 and 34.4; 89685a8).
+    # Larsson's head: 500 steps (seed 1: kNN 39.3 against raw pixels 32.9). Zhang's: as many steps
+    # as fit the 5 minutes, its kNN still climbing at 600 (seed 0, mean-of-RGB input: 33.1 at 500
+    # steps, 35.2 at 600, 40.4 at 1200; 89685a8, 74eafa6). At 226 ms a step (dense small maps,
+    # the hypercolumn head's first layer at each block's resolution) 1000 steps take about 4 minutes.
     larsson = c.colorization.head == "larsson"
-    c.total_steps = 500 if larsson else 600
+    c.total_steps = 500 if larsson else 1000
     c.checkpoint_every = c.total_steps // 2
     c.eval.knn_every = c.total_steps // 2
   if "imagenet" in tokens:

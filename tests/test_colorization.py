@@ -211,6 +211,20 @@ def test_hypercolumn_head_reads_the_last_blocks():
     methods.make_method(too_many, num_classes=0)
 
 
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_hypercolumn_head_equals_its_layers_on_the_concatenated_hypercolumn(hidden):
+  """Projecting each block at its own resolution, then resizing, is the concatenation's result."""
+  keys = jax.random.split(jax.random.key(2), 3)
+  blocks = [jax.random.normal(keys[0], (2, 8, 8, 3)), jax.random.normal(keys[1], (2, 4, 4, 5)), jax.random.normal(keys[2], (2, 2, 2, 6))]
+  head = colorization.HypercolumnHead((3, 5, 6), hidden, 7, nnx.Rngs(3))
+  hypercolumn = jnp.concatenate([colorization.hypercolumn_at(block, 4) for block in blocks], axis=-1)
+  concatenated = hypercolumn
+  for layer in head.layers:
+    concatenated = layer(concatenated)
+  np.testing.assert_allclose(head(blocks, 4), concatenated, rtol=1e-5, atol=1e-5)
+  assert head(blocks, 4).shape == (2, 4, 4, 7)
+
+
 def test_the_input_is_the_heads_own_unless_the_config_names_one():
   """Zhang's head reads the lightness and Larsson's the mean of RGB; `colorization.input` swaps."""
   rgb = jax.random.uniform(jax.random.key(2), (2, 8, 8, 3))

@@ -52,6 +52,20 @@ def test_soft_encoding_spreads_one_over_the_nearest_bins():
   assert np.all(targets.argmax(-1) == nearest)
 
 
+def test_sparse_soft_encoding_is_the_gaussian_over_the_nearest_bins_by_hand():
+  bins = jnp.asarray(colour.gamut_ab_bins())
+  ab = np.array([3.0, -7.0], np.float32)
+  indices, weights = colour.nearest_bins(jnp.asarray(ab), bins, neighbours=5, sigma=5.0)
+  squared = np.sum((np.asarray(bins) - ab) ** 2, axis=-1)
+  expected_indices = np.argsort(squared, kind="stable")[:5]
+  np.testing.assert_array_equal(np.asarray(indices), expected_indices)
+  gaussian = np.exp(-squared[expected_indices] / (2 * 5.0**2))
+  np.testing.assert_allclose(np.asarray(weights), gaussian / gaussian.sum(), rtol=1e-5)
+  dense = np.zeros(len(bins), np.float32)
+  dense[expected_indices] = gaussian / gaussian.sum()
+  np.testing.assert_allclose(colour.soft_encode(jnp.asarray(ab), bins, neighbours=5, sigma=5.0), dense, rtol=1e-5, atol=1e-7)
+
+
 def test_rebalancing_weights_have_expectation_one_and_favour_rare_bins():
   prior = jnp.asarray([0.7, 0.2, 0.09, 0.01])
   weights = np.asarray(colour.rebalancing_weights(prior, mix=0.5))

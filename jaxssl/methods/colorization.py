@@ -127,6 +127,35 @@ def hypercolumn_at(feature_map: jax.Array, cells: int) -> jax.Array:
   return jax.image.resize(feature_map, (batch, cells, cells, channels), method="linear", antialias=True)
 
 
+class HypercolumnHead(nnx.Sequential):
+  """1x1 layers on a hypercolumn: the blocks' outputs resized to the target grid, concatenated.
+
+  The parameters are those of that Sequential on the concatenation, but its first layer runs on
+  each block at the block's own resolution before the resize: a 1x1 layer and a (linear) resize
+  commute, so the result is the same while a 2 x 2 block is projected at 4 positions, not 64.
+  """
+
+  def __init__(self, widths: tuple[int, ...], hidden: int, outputs: int, rngs: nnx.Rngs):
+    if hidden:
+      layers = (nnx.Conv(sum(widths), hidden, kernel_size=(1, 1), rngs=rngs), nnx.relu, nnx.Conv(hidden, outputs, kernel_size=(1, 1), rngs=rngs))
+    else:
+      layers = (nnx.Conv(sum(widths), outputs, kernel_size=(1, 1), rngs=rngs),)
+    super().__init__(*layers)
+    self.widths = tuple(widths)
+
+  def __call__(self, blocks: list[jax.Array], cells: int) -> jax.Array:
+    # The 1x1 layers run as matrix products: XLA:CPU's gradient of a 1x1 convolution's kernel
+    # takes about three times as long as the same product's.
+    first, *rest = self.layers
+    kernel = first.kernel[...][0, 0]  # [sum(widths), out]
+    starts = np.cumsum((0,) + self.widths[:-1])
+    projected = [block @ kernel[start : start + width] for block, start, width in zip(blocks, starts, self.widths)]
+    x = sum(hypercolumn_at(p, cells) for p in projected) + first.bias[...]
+    for layer in rest:
+      x = x @ layer.kernel[...][0, 0] + layer.bias[...] if isinstance(layer, nnx.Conv) else layer(x)
+    return x
+
+
 def lightness_input(rgb: jax.Array) -> jax.Array:
   """RGB in [0, 1] -> the network's input: (L - 50) / 50 on three channels."""
   lightness = (colour.srgb_to_lab(rgb)[..., :1] - 50.0) / 50.0
@@ -195,7 +224,9 @@ class Colorization:
             f"config.colorization.hypercolumn_blocks is {hypercolumn_blocks} but the backbone has {len(backbone.block_widths)} blocks; use at most that many."
         )
       widths = backbone.block_widths[-hypercolumn_blocks:]
-    if hidden:
+    if hypercolumn_blocks > 1:
+      colour_head = HypercolumnHead(widths, hidden, self.num_outputs, rngs)
+    elif hidden:
       colour_head = nnx.Sequential(
           nnx.Conv(sum(widths), hidden, kernel_size=(1, 1), rngs=rngs), nnx.relu, nnx.Conv(hidden, self.num_outputs, kernel_size=(1, 1), rngs=rngs)
       )
@@ -237,8 +268,7 @@ class Colorization:
     else:
       blocks, stats = self.backbone(backbone_params, backbone_stats, grey, train=train, method="block_outputs", last=hypercolumn_blocks)
       feature_map = blocks[-1]
-      hypercolumn = jnp.concatenate([hypercolumn_at(block, cells) for block in blocks], axis=-1)
-      logits, _ = self.colour_head(params["colour_head"], {}, hypercolumn, train=train)
+      logits, _ = self.colour_head(params["colour_head"], {}, blocks, cells, train=train)
     return logits, feature_map.mean(axis=(1, 2)), stats
 
   def loss(self, params, extra, batch, rng, step):
@@ -250,16 +280,18 @@ class Colorization:
       colour_loss = larsson_loss(logits, cell_centres(rgb, cfg.target_cells))
       return self._with_probe(params, colour_loss, {"colour_loss": colour_loss}, features, batch, stats, jnp.zeros_like(extra["colour_counts"]))
     bins = jnp.asarray(self.bins)
-    ab = cell_centres(colour.srgb_to_lab(rgb), cfg.target_cells)[..., 1:]
-    targets = colour.soft_encode(ab, bins, cfg.neighbours, cfg.sigma)  # [B, c, c, Q]
-    nearest = jnp.argmax(targets, axis=-1)
+    lab = colour.srgb_to_lab(rgb)
+    indices, soft_weights = colour.nearest_bins(cell_centres(lab, cfg.target_cells)[..., 1:], bins, cfg.neighbours, cfg.sigma)
+    nearest = indices[..., 0]  # [B, c, c]
     counts = jax.nn.one_hot(nearest, len(self.bins)).sum(axis=(0, 1, 2))
     seen = extra["colour_counts"] + counts
     prior = colour.smooth_prior(seen / jnp.sum(seen), bins, cfg.get("prior_sigma", 0.0))
     weights = colour.rebalancing_weights(prior, cfg.rebalance_mix)
-    coloured = jnp.max(jnp.abs(colour.srgb_to_lab(rgb)[..., 1:]), axis=(1, 2, 3)) > GREY_THRESHOLD  # [B]
+    coloured = jnp.max(jnp.abs(lab[..., 1:]), axis=(1, 2, 3)) > GREY_THRESHOLD  # [B]
     pixel_weight = jax.lax.stop_gradient(weights[nearest]) * coloured[:, None, None]
-    cross_entropy = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+    # -sum_q Z_q log p_q with the soft target Z read at its nonzero bins only.
+    log_probabilities = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), indices, axis=-1)
+    cross_entropy = -jnp.sum(soft_weights * log_probabilities, axis=-1)
     colour_loss = jnp.sum(pixel_weight * cross_entropy) / jnp.maximum(jnp.sum(coloured) * cfg.target_cells**2, 1.0)
     metrics = {"colour_loss": colour_loss, "colour_top1": jnp.mean(jnp.argmax(logits, -1) == nearest)}
     return self._with_probe(params, colour_loss, metrics, features, batch, stats, counts)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxssl.errors import UserError
-from jaxssl.models import normalization
+from jaxssl.models import normalization, small_maps
 
 # (block type, blocks per stage) for each depth, as in He et al. 2016, table 1.
 _DEPTHS = {
@@ -35,8 +35,9 @@ def _batch_norm(features: int, dtype: Any, rngs: nnx.Rngs, zero_scale: bool = Fa
   return normalization.batch_norm(features, dtype=dtype, rngs=rngs, zero_scale=zero_scale)
 
 
-def _conv(in_features: int, out_features: int, kernel: int, stride: int, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
-  return nnx.Conv(
+def _conv(in_features: int, out_features: int, kernel: int, stride: int, dtype: Any, rngs: nnx.Rngs, dense_small_maps: bool = False) -> nnx.Conv:
+  conv_class = small_maps.Conv if dense_small_maps else nnx.Conv
+  return conv_class(
       in_features,
       out_features,
       kernel_size=(kernel, kernel),
@@ -50,7 +51,8 @@ def _conv(in_features: int, out_features: int, kernel: int, stride: int, dtype: 
 
 
 def _shortcut(in_features: int, out_features: int, stride: int, dtype: Any, rngs: nnx.Rngs):
-  """A 1x1 projection where the residual changes shape, else None (identity)."""
+  """A 1x1 projection where the residual changes shape, else None (identity). (A 1x1
+  convolution is fast as it is: no dense form.)"""
   if stride == 1 and in_features == out_features:
     return None
   return nnx.Sequential(_conv(in_features, out_features, 1, stride, dtype, rngs), _batch_norm(out_features, dtype, rngs))
@@ -61,11 +63,13 @@ class BasicBlock(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs, zero_init_residual: bool = False):
+  def __init__(
+      self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs, zero_init_residual: bool = False, dense_small_maps: bool = False
+  ):
     out = width * self.expansion
-    self.conv1 = _conv(in_features, width, 3, stride, dtype, rngs)
+    self.conv1 = _conv(in_features, width, 3, stride, dtype, rngs, dense_small_maps)
     self.bn1 = _batch_norm(width, dtype, rngs)
-    self.conv2 = _conv(width, out, 3, 1, dtype, rngs)
+    self.conv2 = _conv(width, out, 3, 1, dtype, rngs, dense_small_maps)
     self.bn2 = _batch_norm(out, dtype, rngs, zero_scale=zero_init_residual)
     self.shortcut = _shortcut(in_features, out, stride, dtype, rngs)
 
@@ -81,11 +85,13 @@ class BottleneckBlock(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs, zero_init_residual: bool = False):
+  def __init__(
+      self, in_features: int, width: int, stride: int, dtype: Any, rngs: nnx.Rngs, zero_init_residual: bool = False, dense_small_maps: bool = False
+  ):
     out = width * self.expansion
     self.conv1 = _conv(in_features, width, 1, 1, dtype, rngs)
     self.bn1 = _batch_norm(width, dtype, rngs)
-    self.conv2 = _conv(width, width, 3, stride, dtype, rngs)
+    self.conv2 = _conv(width, width, 3, stride, dtype, rngs, dense_small_maps)
     self.bn2 = _batch_norm(width, dtype, rngs)
     self.conv3 = _conv(width, out, 1, 1, dtype, rngs)
     self.bn3 = _batch_norm(out, dtype, rngs, zero_scale=zero_init_residual)
@@ -108,6 +114,9 @@ class ResNetConfig:
   # Each block's last BN scale starts at 0, so every residual branch starts as the identity
   # (Goyal et al. 2017); torchvision's `zero_init_residual`, which SimSiam's code turns on.
   zero_init_residual: bool = False
+  # 3x3 convolutions whose output map has at most 4 positions run as one matrix product
+  # (`small_maps`): the same result, several times faster on XLA:CPU at 24-64 px inputs.
+  dense_small_maps: bool = False
 
 
 class ResNet(nnx.Module):
@@ -130,7 +139,7 @@ class ResNet(nnx.Module):
       width = base * 2**stage
       for index in range(num_blocks):
         stride = 2 if stage > 0 and index == 0 else 1
-        blocks.append(block_cls(in_features, width, stride, config.dtype, rngs, config.zero_init_residual))
+        blocks.append(block_cls(in_features, width, stride, config.dtype, rngs, config.zero_init_residual, config.dense_small_maps))
         in_features = width * block_cls.expansion
         block_widths.append(in_features)
     self.blocks = nnx.List(blocks)
