@@ -3,7 +3,7 @@ pretext task; see jaxssl/methods/colorization.py.
 
 Presets (`--config=configs/colorization.py:NAME`; tokens combine, e.g. `quick,larsson`):
   (none)    built-in scenes on CPU (objects whose colours depend on what they are), 1200 steps.
-  quick     the same, 1000 steps (Larsson's head: 500): at most 5 minutes on 2 cores.
+  quick     the same, 1000 steps: at most 5 minutes on 2 cores.
   imagenet  the paper's setting with a ResNet-50 in place of its VGG-style network: 176 px crops
             (official), batch 40 (official), Adam lr 3e-5 (paper: 3.16e-5, beta 0.9 / 0.99,
             weight decay 1e-3), ab targets on a grid of 44 cells (stride 4 of 176 px).
@@ -109,12 +109,12 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if "quick" in tokens:
-    # Larsson's head: 500 steps (seed 1: kNN 39.3 against raw pixels 32.9). Zhang's: as many steps
-    # as fit the 5 minutes, its kNN still climbing at 600 (seed 0, mean-of-RGB input: 33.1 at 500
-    # steps, 35.2 at 600, 40.4 at 1200; 89685a8, 74eafa6). At 226 ms a step (dense small maps,
-    # the hypercolumn head's first layer at each block's resolution) 1000 steps take about 4 minutes.
-    larsson = c.colorization.head == "larsson"
-    c.total_steps = 500 if larsson else 1000
+    # As many steps as fit the 5 minutes: both heads' kNN still climbs at 500-600 (Zhang's head,
+    # seed 0, mean-of-RGB input: 33.1 at 500 steps, 35.2 at 600, 40.4 at 1200; 89685a8, 74eafa6;
+    # Larsson's at 500 steps: 35.1 / 37.4 / 33.3 for seeds 0 / 1 / 2 against raw pixels 32.9,
+    # c731f79). At 226 ms a step (dense small maps, the hypercolumn head's first layer at each
+    # block's resolution) 1000 steps of Zhang's head take about 4 minutes on a 2-core Intel Xeon.
+    c.total_steps = 1000
     c.checkpoint_every = c.total_steps // 2
     c.eval.knn_every = c.total_steps // 2
   if "imagenet" in tokens:
