@@ -35,7 +35,7 @@ def make_backbone(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nn
             stem=model_config.stem,
             dtype=compute_dtype(model_config.dtype),
             zero_init_residual=model_config.get("zero_init_residual", False),
-            dense_small_maps=model_config.get("dense_small_maps", False),
+            fast_cpu_paths=model_config.get("fast_cpu_paths", False),
         ),
         rngs=rngs,
     )

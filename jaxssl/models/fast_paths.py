@@ -1,14 +1,20 @@
-"""Convolutions on tiny feature maps as one matrix product.
+"""Forms of a ResNet's layers that XLA:CPU runs fast, with the same parameters and results.
 
-At 24-64 px inputs a ResNet's last stages run on 2 x 2 or 1 x 1 maps. XLA:CPU handles a 3 x 3
-convolution whose padding outweighs its input badly: on a 2-core Intel Xeon (jaxlib 0.12, batch
-128) a 3 x 3 convolution of a 2 x 2 x 128 map takes 45 ms forward and backward, a 4 x 4 x 128
-map's (four times the work) 3.4 ms, and the strided 4 x 4 -> 2 x 2 one 16 ms. On such a map a
-convolution is a plain linear map from the h*w*C inputs to the h'*w'*C' outputs, whose matrix
-holds the kernel's taps where an output's window meets an input and zeros elsewhere: as one
-matrix product the same 2 x 2 x 128 convolution takes 1.8 ms and the strided one 3.2 ms
-(`experiments/benchmark.py` shows the whole step). The result is the convolution's, up to the
-order of float32 additions.
+Two layers take most of a small ResNet's step on XLA:CPU for no work of their own (a 2-core Intel
+Xeon, jaxlib 0.12, batch 128-256; `experiments/benchmark.py` shows the whole step):
+
+- A 3 x 3 convolution whose padding outweighs its input. At 24-64 px inputs a ResNet's last
+  stages run on 2 x 2 or 1 x 1 maps: a 3 x 3 convolution of a 2 x 2 x 128 map takes 45 ms forward
+  and backward, a 4 x 4 x 128 map's (four times the work) 3.4 ms, and the strided 4 x 4 -> 2 x 2
+  one 16 ms. On such a map a convolution is a plain linear map from the h*w*C inputs to the
+  h'*w'*C' outputs, whose matrix holds the kernel's taps where an output's window meets an input
+  and zeros elsewhere: as one matrix product the same convolutions take 1.8 and 3.2 ms
+  (`Conv`). The result is the convolution's, up to the order of float32 additions.
+- The gradient of max pooling (XLA's select-and-scatter): 25 ms for the ImageNet stem's 3 x 3 / 2
+  pool of two 128-image batches of 16 x 16 x 16 maps, against 0.9 ms forward. As the maximum of
+  the window's nine strided slices (`max_pool`) it takes 2.3 ms forward and backward. The values
+  are the same; the gradient too, except where a window holds several equal maxima, which it
+  shares among them where select-and-scatter gives it all to the first.
 """
 
 from __future__ import annotations
@@ -81,3 +87,17 @@ class Conv(nnx.Conv):
     inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
     outputs = dense_conv(inputs, kernel, self._strides(), tuple(map(tuple, self.padding)))
     return outputs if bias is None else outputs + bias
+
+
+def max_pool(inputs: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
+  """`nnx.max_pool` over square windows of NHWC inputs (padding with -inf), as the elementwise
+  maximum of the window's strided slices."""
+  batch, height, width, channels = inputs.shape
+  out_h, out_w = (height + 2 * padding - window) // stride + 1, (width + 2 * padding - window) // stride + 1
+  padded = jnp.pad(inputs, ((0, 0), (padding, padding), (padding, padding), (0, 0)), constant_values=-jnp.inf)
+  slices = [
+      jax.lax.slice(padded, (0, row, col, 0), (batch, row + stride * (out_h - 1) + 1, col + stride * (out_w - 1) + 1, channels), (1, stride, stride, 1))
+      for row in range(window)
+      for col in range(window)
+  ]
+  return functools.reduce(jnp.maximum, slices)
