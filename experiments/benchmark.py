@@ -1,6 +1,7 @@
 """Throughput, compile time, memory and collectives of a config's train step, and its host pipeline.
 
   python experiments/benchmark.py --config=configs/byol.py:quick
+  python experiments/benchmark.py --config=configs/byol.py:quick --fast_cpu_paths
   python experiments/benchmark.py --config=configs/byol.py:quick --batch_sizes=32,64,128,256 \
       --devices=1,2,4,8 --plot=benchmark.png
 
@@ -45,6 +46,9 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", [], "Batch sizes to sweep (defau
 _DEVICES = flags.DEFINE_list("devices", [], "Simulated CPU device counts to sweep, one process each.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices in this process.")
 _PLOT = flags.DEFINE_string("plot", "", "Write the sweep's plot here (PNG).")
+_FAST_CPU_PATHS = flags.DEFINE_boolean(
+    "fast_cpu_paths", None, "Set the config's model.fast_cpu_paths (jaxssl/models/fast_paths.py); unset: the config's own."
+)
 _JSON = flags.DEFINE_string("json", "", "Write the measurements here (JSON), e.g. for a sweep's parent process.")
 
 
@@ -236,7 +240,8 @@ def _describe(config) -> str:
 
   m = config.model
   return (f"{config.method}: {m.backbone} x{m.get('width_multiplier', 1.0)} {m.get('stem', '')} stem, "
-          f"{config.data.image_size} px, batch {config.batch_size}, {jax.device_count()} {jax.devices()[0].platform} device(s)")
+          f"{config.data.image_size} px, batch {config.batch_size}, {jax.device_count()} {jax.devices()[0].platform} device(s)"
+          f"{', fast CPU paths' if m.get('fast_cpu_paths', False) else ''}")
 
 
 def _print_step(result: dict) -> None:
@@ -324,11 +329,14 @@ def main(argv) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  if _FAST_CPU_PATHS.value is not None:
+    with config.unlocked():
+      config.model.fast_cpu_paths = _FAST_CPU_PATHS.value
   workers = [int(w) for w in _PIPELINE_WORKERS.value if int(w) > 0]
   if _PIPELINE_ONLY.value:
     _print_pipeline(config, _PIPELINE_BATCHES.value or 20, workers)
     return
-  config_args = [a for a in sys.argv[1:] if a.startswith("--config")]
+  config_args = [a for a in sys.argv[1:] if a.startswith(("--config", "--fast_cpu_paths", "--nofast_cpu_paths"))]
   if _DEVICES.value and not _CPU_DEVICES.value:
     rows = _sweep_devices(config_args, [int(d) for d in _DEVICES.value], _BATCH_SIZES.value)
     _table(rows)
