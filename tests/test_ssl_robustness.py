@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import methods, optim, parallel, train
+from jaxssl import losses, methods, optim, parallel, train
 from jaxssl.data.base import DataSpec
 from jaxssl.evaluation import robustness
+from jaxssl.methods.common import view_images
 from tests import helpers
 from tests.test_moco import _batch, compare_one_step_float64
 
@@ -86,6 +87,23 @@ def test_loss_is_classification_plus_weighted_rotation(setup):
   expected = metrics["classification_loss"] + config.robustness.aux_weight * metrics["rotation_loss"]
   np.testing.assert_allclose(total, expected, rtol=1e-6)
   assert config.robustness.aux_weight == 0.5 and robustness_config.get_config("baseline").robustness.aux_weight == 0.0
+
+
+def test_baseline_is_plain_supervised_training(setup):
+  """Without the auxiliary loss the backbone sees the upright images only, so its BN statistics
+  and the loss are those of ordinary supervised training."""
+  config, _, tx, _, batch = setup
+  baseline_config = config.copy_and_resolve_references()
+  baseline_config.robustness.aux_weight = 0.0
+  method = methods.make_method(baseline_config, num_classes=10)
+  state = train.create_train_state(method, tx, jax.random.key(0))
+  total, aux = method.loss(state.params, state.extra, batch, jax.random.key(1), 0)
+  (images,) = view_images(jax.random.key(1), (batch["view0"],), method.view_specs[:1])
+  features, stats = method.backbone(state.params["backbone"], state.extra["batch_stats"]["backbone"], images, train=True)
+  logits, _ = method.classifier(state.params["classifier"], {}, features, train=True)
+  np.testing.assert_allclose(total, losses.softmax_cross_entropy(logits, batch["label"]), rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux["batch_stats"]["backbone"], stats)
+  assert "rotation_loss" not in aux["metrics"]
 
 
 def test_one_step_same_on_1_and_8_devices_float64(setup):

@@ -7,7 +7,8 @@ heads on the same backbone features:
 
   L = CE(g(f(x)), y) + lambda * 1/4 sum_r CE(h(f(rot_r(x))), r).
 
-`robustness.aux_weight = 0` is the plain supervised baseline the paper compares with. The
+`robustness.aux_weight = 0` is the plain supervised baseline the paper compares with: the
+backbone then sees the upright images only. The
 evaluation (`jaxssl.evaluation.robustness`, written to eval/summary.json) measures what the
 paper reports: clean accuracy, accuracy under common corruptions at five severities, and
 out-of-distribution detection (AUROC) with the maximum softmax probability and with the paper's
@@ -54,20 +55,27 @@ class SSLRobustness:
   def loss(self, params, extra, batch, rng, step):
     del step
     (images,) = view_images(rng, (batch["view0"],), self.view_specs[:1])
-    rotated, rotation_labels = pretext.four_rotations(images)
-    features, backbone_stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], rotated, train=True)
-    upright = features[:: pretext.NUM_ROTATIONS]
+    aux_weight = self.config.robustness.aux_weight
+    if aux_weight:
+      inputs, rotation_labels = pretext.four_rotations(images)
+    else:
+      # The paper's baseline is plain supervised training: without the auxiliary loss the
+      # rotated copies would only bias BN's batch statistics (and cost 4x the compute).
+      inputs, rotation_labels = images, None
+    features, backbone_stats = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], inputs, train=True)
+    upright = features[:: pretext.NUM_ROTATIONS] if aux_weight else features
     class_logits, _ = self.classifier(params["classifier"], {}, upright, train=True)
-    rotation_logits, _ = self.rotation_head(params["rotation_head"], {}, features, train=True)
     classification_loss = losses.softmax_cross_entropy(class_logits, batch["label"])
-    rotation_loss = losses.softmax_cross_entropy(rotation_logits, rotation_labels)
-    total = classification_loss + self.config.robustness.aux_weight * rotation_loss
     valid = batch["label"] >= 0
     metrics = {
         "classification_loss": classification_loss,
-        "rotation_loss": rotation_loss,
         "train_top1": jnp.sum((class_logits.argmax(-1) == batch["label"]) * valid) / jnp.maximum(valid.sum(), 1),
     }
+    total = classification_loss
+    if aux_weight:
+      rotation_logits, _ = self.rotation_head(params["rotation_head"], {}, features, train=True)
+      metrics["rotation_loss"] = losses.softmax_cross_entropy(rotation_logits, rotation_labels)
+      total = total + aux_weight * metrics["rotation_loss"]
     return total, {"batch_stats": {"backbone": backbone_stats}, "metrics": metrics}
 
   def after_update(self, state: TrainState, aux: dict) -> dict:
