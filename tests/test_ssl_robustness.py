@@ -112,6 +112,14 @@ def test_one_step_same_on_1_and_8_devices_float64(setup):
   assert np.isfinite(loss)
 
 
+def test_class_logits_are_classifys_at_a_quarter_of_the_cost(setup):
+  _, method, _, state, batch = setup
+  images = batch["view0"].astype(np.float32) / 255.0
+  logits, rotation_loss = method.classify(state.params, state.extra, images)
+  np.testing.assert_allclose(method.class_logits(state.params, state.extra, images), logits, rtol=1e-5, atol=1e-5)
+  assert rotation_loss.shape == (images.shape[0],)
+
+
 def test_evaluation_reports_clean_corrupted_and_ood(setup):
   config, method, _, state, _ = setup
   rng = np.random.default_rng(0)

@@ -200,8 +200,9 @@ def evaluate(config, method, mesh, params, extra, test_arrays: dict, data_spec: 
 
   predict = jax.jit(lambda params, extra, images: method.classify(params, extra, augment.normalize(images)))
 
-  def run(images_uint8: np.ndarray, transform=None) -> tuple[np.ndarray, np.ndarray]:
-    logits, rotation = [], []
+  def run(images_uint8: np.ndarray, transform=None, fn=predict) -> np.ndarray | tuple[np.ndarray, ...]:
+    """`fn`'s outputs over every chunk of the images (the last padded), each transformed first."""
+    outputs = []
     for start in range(0, len(images_uint8), chunk):
       part = images_uint8[start:start + chunk]
       valid = len(part)
@@ -210,20 +211,20 @@ def evaluate(config, method, mesh, params, extra, test_arrays: dict, data_spec: 
       images = jax.device_put(augment.to_float_image(jnp.asarray(part)), sharded)
       if transform is not None:
         images = transform(jax.random.fold_in(jax.random.key(cfg.corruption_seed), start), images)
-      out = jax.device_get(predict(params, extra, images))
-      logits.append(np.asarray(out[0])[:valid])
-      rotation.append(np.asarray(out[1])[:valid])
-    return np.concatenate(logits), np.concatenate(rotation)
+      outputs.append(jax.tree.map(lambda x: np.asarray(x)[:valid], jax.device_get(fn(params, extra, images))))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
   labels = test_arrays["label"]
   results = {}
   logits, rotation = run(test_arrays["image"])
   results["robustness_clean_top1"] = float(100.0 * np.mean(logits.argmax(-1) == labels))
+  # Under corruptions only the class matters: the upright images alone, not their rotations.
+  predict_class = jax.jit(lambda params, extra, images: method.class_logits(params, extra, augment.normalize(images)))
   corrupted = []
   for name in cfg.corruptions:
     for severity in range(1, 6):
       transform = jax.jit(lambda rng, images, name=name, severity=severity: corrupt(rng, images, name, severity))
-      top1 = float(100.0 * np.mean(run(test_arrays["image"], transform)[0].argmax(-1) == labels))
+      top1 = float(100.0 * np.mean(run(test_arrays["image"], transform, predict_class).argmax(-1) == labels))
       results[f"robustness_{name}_{severity}_top1"] = top1
       corrupted.append(top1)
   results["robustness_corrupted_top1"] = float(np.mean(corrupted))

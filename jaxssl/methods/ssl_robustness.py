@@ -88,7 +88,7 @@ class SSLRobustness:
 
   def classify(self, params, extra, images) -> tuple[jax.Array, jax.Array]:
     """(class logits [B, classes], mean rotation loss over the four rotations [B]) of normalised
-    images, with BN's running statistics: what the robustness evaluation scores."""
+    images, with BN's running statistics: what the OOD evaluation scores."""
     rotated, rotation_labels = pretext.four_rotations(images)
     features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], rotated, train=False)
     class_logits, _ = self.classifier(params["classifier"], {}, features[:: pretext.NUM_ROTATIONS], train=False)
@@ -96,3 +96,9 @@ class SSLRobustness:
     log_probs = jax.nn.log_softmax(rotation_logits.astype(jnp.float32))
     per_input = -jnp.take_along_axis(log_probs, rotation_labels[:, None], axis=-1)[:, 0]
     return class_logits, per_input.reshape(-1, pretext.NUM_ROTATIONS).mean(-1)
+
+  def class_logits(self, params, extra, images) -> jax.Array:
+    """The class logits [B, classes] of normalised upright images alone: `classify`'s first
+    output at a quarter of its cost (BN uses running statistics, so each image is on its own)."""
+    features, _ = self.backbone(params["backbone"], extra["batch_stats"]["backbone"], images, train=False)
+    return self.classifier(params["classifier"], {}, features, train=False)[0]
