@@ -81,6 +81,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.width_multiplier = 0.25
   c.model.stem = "imagenet"
   c.model.dtype = "float32"
+  c.model.fast_cpu_paths = False  # jaxssl/models/fast_paths.py; on in :quick (re-measured with it)
   c.model.projection_dim = 128  # paper: 128-d features
   # paper: one linear layer. The CPU presets add a hidden layer with BN (fc-BN-ReLU-fc): without
   # it NPID did not learn in 600 steps (kNN 13.7 vs 37.1 at 250 steps on 1280 images).
@@ -120,6 +121,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if "quick" in tokens:
+    c.model.fast_cpu_paths = True  # the same network, without XLA:CPU's slow convolutions of tiny maps
     c.total_steps = 600
     c.checkpoint_every = 300
     c.eval.knn_every = 300

@@ -77,6 +77,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.width_multiplier = 0.25
   c.model.stem = "imagenet"
   c.model.dtype = "float32"  # 'bfloat16' on TPU/GPU; the Sinkhorn step stays float32
+  c.model.fast_cpu_paths = False  # jaxssl/models/fast_paths.py; on in :quick (re-measured with it)
   c.model.projector_hidden_dim = 2048  # paper: 2048
   c.model.projection_dim = 128  # paper: 128
 
@@ -119,6 +120,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if preset == "quick":
+    c.model.fast_cpu_paths = True  # the same network, without XLA:CPU's slow convolutions of tiny maps
     for view in c.augment.views:
       view.size = 24  # evaluation still sees the whole 32 px images
     c.augment.local_views.size = 12
