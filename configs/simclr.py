@@ -67,6 +67,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.model.width_multiplier = 0.25
   c.model.stem = "imagenet"  # 'small' keeps full resolution (CIFAR-style), 4x the compute
   c.model.dtype = "float32"  # 'bfloat16' on TPU/GPU
+  c.model.fast_cpu_paths = False  # jaxssl/models/fast_paths.py; on in :quick (re-measured with it)
   c.model.projector_num_layers = 2  # paper: 2 (Linear-BN-ReLU-Linear); SimCLR v2 uses 3
   c.model.projector_hidden_dim = 2048  # paper: 2048 (the ResNet-50 feature size)
   c.model.projection_dim = 128  # paper: 128
@@ -102,6 +103,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
   c.eval.batch_size = 512
 
   if preset == "quick":
+    c.model.fast_cpu_paths = True  # the same network, without XLA:CPU's slow convolutions of tiny maps
     # 600 steps (the default's length, about 2.5 minutes on 2 cores): kNN 53.1 / 55.7 / 57.9 for
     # seeds 0 / 1 / 2 against raw pixels 32.5. At 250 steps only seed 1 took off (14.9 / 48.0 /
     # 16.3; experiments/README.md).
