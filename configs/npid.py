@@ -3,7 +3,7 @@ Discrimination").
 
 Presets (`--config=configs/npid.py:NAME`, tokens comma-separated):
   (none)    built-in patterns on CPU, 1200 steps on 1280 of the training images (about 5 minutes).
-  quick     the same for 600 steps, about 2.5 minutes on 2 cores.
+  quick     the same for 600 steps with the fast CPU paths, about 1.5 minutes on 2 cores.
   imagenet  the paper's setting: ResNet-50, batch 256, 200 epochs on TFDS imagenet2012, NCE.
   softmax   the full softmax over the memory bank (the CPU presets' default; paper eq. 2).
   nce       noise-contrastive estimation with 4096 noise samples (the paper's; imagenet's default).
